@@ -1,0 +1,1 @@
+"""Enumerable toy environments for checking the GFlowNet machinery against exact target distributions."""

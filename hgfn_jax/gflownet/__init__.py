@@ -1,0 +1,2 @@
+"""GFlowNet machinery shared by every environment: the environment contract, one `lax.scan` rollout,
+trajectory balance, and masked-categorical helpers."""
