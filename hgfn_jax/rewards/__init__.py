@@ -1,0 +1,1 @@
+"""Reward functions: physics-informed terms, composition validity, proxies and composite rewards."""
