@@ -1,0 +1,470 @@
+"""Crystal-GFN environment (paper 001): space group -> composition -> lattice parameters, as one stateless
+pure-JAX environment implementing ``hgfn_jax.gflownet.env.Environment``.
+
+Stages run in a fixed order (``do_sg_before_composition`` in the Mila config): the space-group subspace
+(``spacegroup_subspace``), then the composition subspace constrained by the group's Wyckoff positions and charge
+neutrality (``composition_subspace``), then the lattice parameters of the group's lattice system
+(``lattice_subspace``). Each subspace ends with its own stop action; ``is_done`` after the lattice EOS.
+
+Policy outputs (flat, interpreted here):
+
+- forward ``[fwd_dim]`` = space-group logits ``[13 + G + 1]`` | composition logits ``[E * cap + 1]`` | lattice
+  Beta-mixture parameters and EOS logit ``[6 * n_comp * 3 + 1]``;
+- backward ``[bwd_dim]`` (``learn_pb=True``, the paper's learned backward MLP) = space-group parent logits
+  ``[6]`` | composition element logits ``[E]`` (which element was added last) | lattice backward mixture and
+  back-to-source logit ``[6 * n_comp * 3 + 1]``. With ``learn_pb=False``, ``bwd_dim = 0``: uniform discrete
+  parents and a fixed backward Beta(1, 1) increment with back-to-source probability 0.1.
+
+Log-probabilities: counting measure for the discrete choices, Lebesgue on the free normalised lattice
+coordinates for the continuous ones (see ``lattice_subspace``). ``log_pf`` is always the untempered,
+non-exploratory policy.
+
+Defaults are the paper's App. B settings (Mila ``starling_fe`` config): 22 elements, <= 16 atoms per element,
+<= 80 atoms, 1-5 distinct elements, the 113 space groups of the MatBench train/validation intersection, lengths
+0.9-100 Angstrom, angles 50-150 degrees, 5 Beta components with coefficients in [0.1, 100.1], minimum
+increment 10 % of each range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hgfn_jax.crystal import elements as elm
+from hgfn_jax.crystal import spacegroup as sgm
+from hgfn_jax.envs.crystal_gfn import composition_subspace as comp
+from hgfn_jax.envs.crystal_gfn import lattice_subspace as lat
+from hgfn_jax.envs.crystal_gfn import spacegroup_subspace as sgs
+from hgfn_jax.envs.crystal_gfn import wyckoff as wy
+from hgfn_jax.envs.crystal_gfn.restrictions import Restrictions
+from hgfn_jax.envs.crystal_gfn.types import (
+    LATTICE_EOS,
+    LATTICE_INCREMENT,
+    N_STAGES,
+    STAGE_COMPOSITION,
+    STAGE_DONE,
+    STAGE_LATTICE,
+    STAGE_SPACEGROUP,
+    CrystalAction,
+    CrystalState,
+)
+from hgfn_jax.gflownet.env import (
+    Environment,
+    Exploration,
+    masked_log_softmax,
+    tree_where,
+)
+
+PAPER_ELEMENTS = (
+    "H", "Li", "B", "C", "N", "O", "F", "Na", "Mg", "Al", "Si", "P", "S", "Cl", "K", "V", "Mn", "Fe", "Co", "Ni",
+    "Cu", "Se",
+)  # fmt: skip
+"""App. B: the 22 most common elements of MatBench (Mila config ``elements``)."""
+
+PAPER_SPACEGROUPS = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21, 25, 26, 29, 30, 31, 33, 36, 38, 40, 41,
+    43, 44, 46, 47, 51, 52, 53, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 69, 70, 71, 72, 74, 82, 84, 85,
+    86, 87, 88, 92, 99, 102, 107, 113, 114, 121, 122, 123, 126, 129, 131, 136, 137, 138, 139, 140, 141, 146, 147,
+    148, 150, 155, 156, 160, 161, 162, 163, 164, 166, 167, 176, 181, 185, 186, 187, 189, 192, 194, 198, 199, 205,
+    206, 216, 217, 220, 221, 224, 225, 227, 229, 230,
+)  # fmt: skip
+"""App. B: the 113 space groups of the intersection of the proxy's train and validation sets (Mila config
+``space_groups_subset`` of ``starling_fe.yaml``)."""
+
+
+class CrystalGFN(Environment):
+    """The Crystal-GFN environment. See the module docstring; all arguments are validated on construction."""
+
+    def __init__(
+        self,
+        elements: Sequence[str] = PAPER_ELEMENTS,
+        spacegroups: Sequence[int] = PAPER_SPACEGROUPS,
+        max_per_element: int = 16,
+        max_atoms: int = 80,
+        min_distinct: int = 1,
+        max_distinct: int = 5,
+        lengths: tuple[float, float] = (0.9, 100.0),
+        angles: tuple[float, float] = (50.0, 150.0),
+        n_comp: int = 5,
+        min_incr: float = 0.1,
+        beta_min: float = 0.1,
+        beta_max: float = 100.0,
+        oxidation_states: str = "icsd24",
+        allow_elemental: bool = True,
+        allow_alloys: bool = True,
+        composition_mode: str = "auto",
+        learn_pb: bool = True,
+        restrictions: Restrictions | None = None,
+    ):
+        self._kwargs = dict(
+            elements=tuple(elements), spacegroups=tuple(spacegroups), max_per_element=max_per_element,
+            max_atoms=max_atoms, min_distinct=min_distinct, max_distinct=max_distinct, lengths=tuple(lengths),
+            angles=tuple(angles), n_comp=n_comp, min_incr=min_incr, beta_min=beta_min, beta_max=beta_max,
+            oxidation_states=oxidation_states, allow_elemental=allow_elemental, allow_alloys=allow_alloys,
+            composition_mode=composition_mode, learn_pb=learn_pb,
+        )  # fmt: skip
+        self.elements = _validate_elements(elements)
+        self.z = np.array([elm.atomic_number(s) for s in self.elements], np.int32)
+        self.spacegroups = _validate_spacegroups(spacegroups)
+        cap = _positive_int("max_per_element", max_per_element)
+        max_atoms = _positive_int("max_atoms", max_atoms)
+        min_distinct = _positive_int("min_distinct", min_distinct)
+        max_distinct = _positive_int("max_distinct", max_distinct)
+        n_el = len(self.elements)
+        max_distinct = min(max_distinct, n_el)  # a bound above the number of elements does not bind
+        if not min_distinct <= max_distinct <= n_el:
+            raise ValueError(
+                f"need 1 <= min_distinct <= max_distinct <= number of elements ({n_el}), "
+                f"got min_distinct={min_distinct}, max_distinct={max_distinct}"
+            )
+        if max_atoms < min_distinct:
+            raise ValueError(f"max_atoms={max_atoms} cannot hold min_distinct={min_distinct} elements")
+        lengths = _validate_range("lengths", lengths, 0.0, np.inf)
+        angles = _validate_range("angles", angles, 0.0, 180.0)
+        if not 0.0 < min_incr < 1.0:
+            raise ValueError(f"min_incr must be in (0, 1), got {min_incr}")
+        if n_comp < 1 or not 0.0 < beta_min or not 0.0 < beta_max:
+            raise ValueError(f"need n_comp >= 1 and positive beta_min/beta_max, got {n_comp}, {beta_min}, {beta_max}")
+        self.cap = cap
+        self.learn_pb = bool(learn_pb)
+        self.base_lengths, self.base_angles = lengths, angles
+        self.restrictions = restrictions
+
+        # ---- restriction (sec. 6.5) -------------------------------------------------------------------------
+        r = restrictions or Restrictions()
+        element_caps = np.full(n_el, cap, np.int64)
+        if r.elements is not None:
+            unknown = [s for s in r.elements if s not in self.elements]
+            if unknown:
+                raise ValueError(f"restricted elements {unknown} are not among the environment's {self.elements}")
+            element_caps[[i for i, s in enumerate(self.elements) if s not in r.elements]] = 0
+        if r.max_per_element is not None:
+            if isinstance(r.max_per_element, Mapping):
+                for s, c in r.max_per_element.items():
+                    if s not in self.elements:
+                        raise ValueError(f"cap given for unknown element {s!r}")
+                    element_caps[self.elements.index(s)] = min(element_caps[self.elements.index(s)],
+                                                               _nonneg_int(f"cap of {s}", c))
+            else:
+                element_caps = np.minimum(element_caps, _positive_int("max_per_element", r.max_per_element))
+        if np.any(element_caps > cap):
+            raise ValueError(f"a restricted cap exceeds the environment's max_per_element={cap}")
+        r_min = min_distinct if r.min_distinct is None else _positive_int("min_distinct", r.min_distinct)
+        r_max = max_distinct if r.max_distinct is None else _positive_int("max_distinct", r.max_distinct)
+        r_atoms = max_atoms if r.max_atoms is None else _positive_int("max_atoms", r.max_atoms)
+        if r_max > max_distinct or r_atoms > max_atoms:
+            raise ValueError("a restriction may not enlarge max_distinct or max_atoms")
+        if r.max_distinct is None:
+            r_max = min(r_max, int(np.sum(element_caps > 0)))
+        if not r_min <= r_max <= int(np.sum(element_caps > 0)):
+            raise ValueError(
+                f"restricted min_distinct={r_min}, max_distinct={r_max} impossible with "
+                f"{int(np.sum(element_caps > 0))} allowed elements"
+            )
+        sg_allowed = np.ones(len(self.spacegroups), bool)
+        if r.spacegroups is not None:
+            unknown = [g for g in r.spacegroups if g not in self.spacegroups]
+            if unknown:
+                raise ValueError(f"restricted space groups {unknown} are not among the environment's list")
+            sg_allowed &= np.isin(self.spacegroups, np.asarray(r.spacegroups))
+        host = sgm.host_tables()
+        if r.crystal_lattice_systems is not None:
+            names = sgm.CRYSTAL_LATTICE_SYSTEMS
+            bad = [c for c in r.crystal_lattice_systems if c not in names]
+            if bad:
+                raise ValueError(f"unknown crystal-lattice systems {bad}; choose from {names}")
+            ids = [names.index(c) for c in r.crystal_lattice_systems]
+            sg_allowed &= np.isin(host["crystal_lattice_system"][self.spacegroups], ids)
+        low_len, high_len = lengths if r.lengths is None else _validate_range("lengths", r.lengths, *lengths)
+        low_ang, high_ang = angles if r.angles is None else _validate_range("angles", r.angles, *angles)
+        # fixed angles of each lattice system must lie in the (restricted) angle range
+        ls = host["lattice_system"][self.spacegroups]
+        from hgfn_jax.crystal import constraints as cons
+
+        fixed_ok = np.all(
+            ~cons.FIXED_MASK[ls] | ((cons.FIXED_VALUE[ls] >= low_ang) & (cons.FIXED_VALUE[ls] <= high_ang)), axis=1
+        )
+        sg_allowed &= fixed_ok
+
+        # ---- tables -----------------------------------------------------------------------------------------
+        self.wyckoff = wy.build_tables(self.spacegroups, cap)
+        self.comp_config = comp.CompositionConfig(
+            symbols=self.elements, cap=cap, element_caps=tuple(int(c) for c in element_caps), max_atoms=r_atoms,
+            min_distinct=r_min, max_distinct=r_max, oxidation_set=oxidation_states,
+            allow_elemental=bool(allow_elemental), allow_alloys=bool(allow_alloys), mode=composition_mode,
+        )  # fmt: skip
+        self.comp = comp.build_tables(self.comp_config, self.wyckoff)
+        ok = sg_allowed & self.comp.group_feasible
+        if not ok.any():
+            raise ValueError(
+                "no space group admits a valid composition under this configuration/restriction "
+                f"(allowed groups: {int(sg_allowed.sum())}; elements with cap > 0: "
+                f"{[s for s, c in zip(self.elements, element_caps, strict=True) if c > 0]})"
+            )
+        self.sg_ok = ok
+        self.sg = sgs.build_tables(self.spacegroups, ok)
+        self.lat_config = lat.LatticeConfig(
+            low=(low_len,) * 3 + (low_ang,) * 3, high=(high_len,) * 3 + (high_ang,) * 3, n_comp=n_comp,
+            min_incr=min_incr, beta_min=beta_min, beta_max=beta_max,
+        )  # fmt: skip
+        self.lat = lat.build_tables(self.lat_config)
+        self._glow = jnp.asarray((lengths[0],) * 3 + (angles[0],) * 3, jnp.float32)
+        self._ghigh = jnp.asarray((lengths[1],) * 3 + (angles[1],) * 3, jnp.float32)
+
+        # ---- dimensions -------------------------------------------------------------------------------------
+        self.n_sg_actions = self.sg.n_actions
+        self.n_comp_actions = n_el * cap + 1
+        self.n_lat_out = self.lat_config.n_out
+        self.fwd_dim = self.n_sg_actions + self.n_comp_actions + self.n_lat_out
+        self.bwd_dim = (sgs.BWD_DIM + n_el + self.n_lat_out) if self.learn_pb else 0
+        self.obs_dim = N_STAGES + (sgs.N_CLS + 1) + (sgs.N_PS + 1) + (len(self.spacegroups) + 1) + 2 * n_el + 2 + 13
+        self.max_steps = 4 + (r_max + 1) + (1 + self.lat_config.max_increments + 1)
+        self._fixed_lat_bwd = self._fixed_lattice_backward()
+
+    # ------------------------------------------------------------------------------------------------------
+    def restrict(self, restrictions: Restrictions) -> CrystalGFN:
+        """The same environment (same action/observation dimensions) under sampling-time restrictions."""
+        return CrystalGFN(**self._kwargs, restrictions=restrictions)
+
+    def _fixed_lattice_backward(self) -> jnp.ndarray:
+        cfg = self.lat_config
+        z = float(np.log((1.0 - cfg.beta_min) / cfg.beta_max) - np.log1p(-(1.0 - cfg.beta_min) / cfg.beta_max))
+        p = np.zeros((lat.N_PARAMS, cfg.n_comp, 3), np.float32)
+        p[..., 1] = z
+        p[..., 2] = z  # alpha = beta = 1: uniform backward increments
+        return jnp.asarray(np.concatenate([p.ravel(), [np.log(0.1 / 0.9)]]).astype(np.float32))
+
+    def _split_fwd(self, fwd):
+        a, b = self.n_sg_actions, self.n_sg_actions + self.n_comp_actions
+        return fwd[:a], fwd[a:b], fwd[b:]
+
+    def _split_bwd(self, bwd):
+        if not self.learn_pb:
+            return None, None, self._fixed_lat_bwd
+        n_el = len(self.elements)
+        a, b = sgs.BWD_DIM, sgs.BWD_DIM + n_el
+        return bwd[:a], bwd[a:b], bwd[b:]
+
+    def _row(self, state: CrystalState) -> jnp.ndarray:
+        return jnp.clip(state.spacegroup.sg, 0, self.sg.n_groups - 1)
+
+    def _lattice_system(self, state: CrystalState) -> jnp.ndarray:
+        return self.sg.lattice_system_of[self._row(state)]
+
+    # ---- contract ------------------------------------------------------------------------------------------
+    def init(self) -> CrystalState:
+        return CrystalState(
+            stage=jnp.asarray(STAGE_SPACEGROUP, jnp.int32),
+            spacegroup=sgs.init_state(),
+            composition=comp.init_state(self.comp),
+            lattice=lat.init_state(),
+        )
+
+    def is_done(self, state: CrystalState) -> jnp.ndarray:
+        return state.stage == STAGE_DONE
+
+    def masks(self, state: CrystalState) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """(space-group mask ``[13 + G + 1]``, composition mask ``[E * cap + 1]``) of ``state``."""
+        return sgs.forward_mask(self.sg, state.spacegroup), comp.forward_mask(self.comp, self._row(state),
+                                                                             state.composition)
+
+    def encode(self, state: CrystalState) -> jnp.ndarray:
+        s = state.spacegroup
+        c = state.composition
+        free = lat.free_mask(self.lat, self._lattice_system(state))
+        x = lat.physical(self.lat, state.lattice, self._lattice_system(state))
+        xg = (x - self._glow) / (self._ghigh - self._glow)
+        at_src = state.lattice.at_source | (state.stage < STAGE_LATTICE)
+        feats = [
+            jax.nn.one_hot(state.stage, N_STAGES),
+            jax.nn.one_hot(s.cls + 1, sgs.N_CLS + 1),
+            jax.nn.one_hot(s.ps + 1, sgs.N_PS + 1),
+            jax.nn.one_hot(s.sg + 1, self.sg.n_groups + 1),
+            c.counts.astype(jnp.float32) / self.cap,
+            (c.counts > 0).astype(jnp.float32),
+            (c.n_elements / self.comp_config.max_distinct)[None].astype(jnp.float32),
+            (c.n_atoms / self.comp_config.max_atoms)[None].astype(jnp.float32),
+            jnp.where(at_src, 0.0, xg),
+            at_src[None].astype(jnp.float32),
+            (free & (state.stage >= STAGE_LATTICE)).astype(jnp.float32),
+        ]
+        return jnp.concatenate(feats).astype(jnp.float32)
+
+    def _discrete(self, fwd_out: jnp.ndarray, state: CrystalState) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """Logits and mask of the active discrete subspace, laid out as ``[sg actions | composition actions]``
+        (entries of the inactive subspace are masked)."""
+        f_sg, f_comp, _ = self._split_fwd(fwd_out)
+        m_sg, m_comp = self.masks(state)
+        mask = jnp.concatenate([m_sg & (state.stage == STAGE_SPACEGROUP), m_comp & (state.stage == STAGE_COMPOSITION)])
+        return jnp.concatenate([f_sg, f_comp]), mask
+
+    def sample_action(self, key: jax.Array, fwd_out: jnp.ndarray, state: CrystalState, explore: Exploration):
+        logits, mask = self._discrete(fwd_out, state)
+        a_disc = _sample_masked_icdf(jax.random.fold_in(key, 7), logits, mask, explore)
+        a_disc = jnp.where(state.stage == STAGE_COMPOSITION, a_disc - self.n_sg_actions, a_disc)
+        _, _, f_lat = self._split_fwd(fwd_out)
+        free = lat.free_mask(self.lat, self._lattice_system(state))
+        eos, r = lat.sample(key, f_lat, state.lattice, free, self.lat, explore)
+        a_lat = jnp.where(eos, LATTICE_EOS, LATTICE_INCREMENT)
+        stage = state.stage
+        index = jnp.where(stage == STAGE_LATTICE, a_lat, a_disc)
+        value = jnp.where((stage == STAGE_LATTICE) & ~eos, r, 0.0)
+        return CrystalAction(stage=stage, index=index.astype(jnp.int32), value=value.astype(jnp.float32))
+
+    def log_pf(self, fwd_out: jnp.ndarray, state: CrystalState, action: CrystalAction) -> jnp.ndarray:
+        logits, mask = self._discrete(fwd_out, state)
+        flat = jnp.where(state.stage == STAGE_COMPOSITION, action.index + self.n_sg_actions, action.index)
+        lp_disc = masked_log_softmax(logits, mask)[jnp.clip(flat, 0, logits.shape[0] - 1)]
+        _, _, f_lat = self._split_fwd(fwd_out)
+        free = lat.free_mask(self.lat, self._lattice_system(state))
+        lp_lat = lat.log_pf(f_lat, state.lattice, action.index == LATTICE_EOS, action.value, free, self.lat)
+        st = state.stage
+        out = jnp.where(st == STAGE_LATTICE, lp_lat, lp_disc)
+        return jnp.where(st == STAGE_DONE, 0.0, out).astype(jnp.float32)
+
+    def step(self, state: CrystalState, action: CrystalAction) -> CrystalState:
+        st = state.stage
+        idx = action.index
+        # space group
+        sg_stop = idx == self.n_sg_actions - 1
+        sg_next = sgs.step(self.sg, state.spacegroup, idx)
+        s_sg = state.replace(
+            stage=jnp.where(sg_stop, STAGE_COMPOSITION, STAGE_SPACEGROUP).astype(jnp.int32),
+            spacegroup=tree_where(sg_stop, state.spacegroup, sg_next),
+        )
+        # composition
+        c_stop = idx == self.n_comp_actions - 1
+        c_next = comp.step(self.comp, self._row(state), state.composition,
+                           jnp.clip(idx, 0, self.n_comp_actions - 2))
+        s_comp = state.replace(
+            stage=jnp.where(c_stop, STAGE_LATTICE, STAGE_COMPOSITION).astype(jnp.int32),
+            composition=tree_where(c_stop, state.composition, c_next),
+        )
+        # lattice
+        l_eos = idx == LATTICE_EOS
+        free = lat.free_mask(self.lat, self._lattice_system(state))
+        l_next = lat.step_increment(self.lat, state.lattice, action.value, free)
+        s_lat = state.replace(
+            stage=jnp.where(l_eos, STAGE_DONE, STAGE_LATTICE).astype(jnp.int32),
+            lattice=tree_where(l_eos, state.lattice, l_next),
+        )
+        out = tree_where(st == STAGE_SPACEGROUP, s_sg, tree_where(st == STAGE_COMPOSITION, s_comp, s_lat))
+        return tree_where(st == STAGE_DONE, state, out)
+
+    def log_pb(self, bwd_out, next_state: CrystalState, action: CrystalAction, prev_state: CrystalState):
+        b_sg, b_comp, b_lat = self._split_bwd(bwd_out)
+        st = action.stage
+        idx = action.index
+        # space group: stop has a deterministic backward step
+        lp_sg = jnp.where(idx == self.n_sg_actions - 1, 0.0,
+                          sgs.log_pb(b_sg, next_state.spacegroup, prev_state.spacegroup))
+        # composition: which present element was added last
+        present = next_state.composition.counts > 0
+        e = jnp.clip(idx // self.cap, 0, len(self.elements) - 1)
+        if b_comp is None:
+            lp_el = -jnp.log(jnp.maximum(next_state.composition.n_elements, 1).astype(jnp.float32))
+        else:
+            lp_el = masked_log_softmax(b_comp, present)[e]
+        lp_comp = jnp.where(idx == self.n_comp_actions - 1, 0.0, lp_el)
+        # lattice
+        free = lat.free_mask(self.lat, self._lattice_system(prev_state))
+        lp_lat = jnp.where(idx == LATTICE_EOS, 0.0,
+                           lat.log_pb_increment(b_lat, next_state.lattice, prev_state.lattice, free, self.lat))
+        out = jnp.where(st == STAGE_SPACEGROUP, lp_sg, jnp.where(st == STAGE_COMPOSITION, lp_comp, lp_lat))
+        return jnp.where(st == STAGE_DONE, 0.0, out).astype(jnp.float32)
+
+    def terminal_info(self, state: CrystalState) -> dict[str, jnp.ndarray]:
+        """Outputs for rewards: space group number ``[]`` (0 if unset), counts ``[E]``, counts by atomic number
+        ``[119]``, lattice ``[6]`` (Angstrom, degrees; ties and fixed angles applied), lattice system ``[]``,
+        ``cell_ok []`` (the six parameters form a cell of positive volume)."""
+        row = self._row(state)
+        number = jnp.where(state.spacegroup.sg >= 0, self.sg.groups[row], 0)
+        ls = self._lattice_system(state)
+        params = lat.physical(self.lat, state.lattice, ls)
+        counts = state.composition.counts
+        counts_z = jnp.zeros(elm.NUM_ELEMENTS, jnp.int32).at[jnp.asarray(self.z)].add(counts)
+        return {
+            "spacegroup": number.astype(jnp.int32),
+            "counts": counts,
+            "counts_z": counts_z,
+            "lattice": params,
+            "lattice_system": ls,
+            "cell_ok": lat.cell_volume_factor(params) > 0.0,
+        }
+
+    # ---- host helpers (tests, evaluation) -----------------------------------------------------------------
+    def composition_valid(self, spacegroup: int, counts: Sequence[int]) -> bool:
+        """Host: is ``counts`` (per configured element) a valid terminal composition in ``spacegroup``."""
+        rows = np.nonzero(np.asarray(self.spacegroups) == int(spacegroup))[0]
+        if len(rows) == 0:
+            raise ValueError(f"space group {spacegroup} is not in this environment's list")
+        ox = comp.oxidation_states(self.elements, self.comp_config.oxidation_set)
+        return bool(comp.valid_host(self.comp_config, self.wyckoff, int(rows[0]), np.asarray([counts]), ox)[0])
+
+
+def _sample_masked_icdf(key: jax.Array, logits: jnp.ndarray, mask: jnp.ndarray, explore: Exploration):
+    """Index from softmax(logits / T) over ``mask`` or, with probability epsilon, uniform over ``mask``, by
+    inverse-CDF sampling (one uniform per draw instead of one Gumbel per logit). Masked entries have zero
+    probability mass, so they are never returned; an all-False mask returns 0 (only on unused stages)."""
+    u2 = jax.random.uniform(key, (2,))
+    use_uniform = u2[0] < explore.epsilon
+    z = jnp.where(mask, logits / explore.temperature, -jnp.inf)
+    p = jnp.where(mask, jnp.exp(z - jnp.max(jnp.where(mask, z, -1e30))), 0.0)
+    p = jnp.where(use_uniform, mask.astype(jnp.float32), p)
+    cdf = jnp.cumsum(p)
+    u = u2[1] * cdf[-1]
+    idx = jnp.sum(cdf <= u)
+    last_valid = jnp.max(jnp.where(mask, jnp.arange(mask.shape[0]), 0))
+    return jnp.minimum(idx, last_valid).astype(jnp.int32)
+
+
+# ---- validation helpers ------------------------------------------------------------------------------------
+
+
+def _validate_elements(elements: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(elements, str) or len(elements) == 0:
+        raise ValueError(f"elements must be a non-empty sequence of symbols, got {elements!r}")
+    out = []
+    for s in elements:
+        try:
+            elm.atomic_number(s)
+        except ValueError:
+            raise ValueError(f"unknown element symbol {s!r}") from None
+        out.append(str(s))
+    if len(set(out)) != len(out):
+        raise ValueError(f"duplicate elements in {out}")
+    return tuple(out)
+
+
+def _validate_spacegroups(groups: Sequence[int]) -> np.ndarray:
+    if len(groups) == 0:
+        raise ValueError("spacegroups must be a non-empty sequence of international numbers 1..230")
+    out = [sgm.validate_spacegroup(g) for g in groups]
+    if len(set(out)) != len(out):
+        raise ValueError(f"duplicate space groups in {out}")
+    return np.asarray(sorted(out), np.int32)
+
+
+def _positive_int(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+def _nonneg_int(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+    return int(v)
+
+
+def _validate_range(name: str, rng, lo: float, hi: float) -> tuple[float, float]:
+    a, b = (float(x) for x in rng)
+    if not (lo <= a < b <= hi) or (lo == 0.0 and a <= 0.0):
+        raise ValueError(f"{name} range must satisfy {lo} < low < high <= {hi}, got ({a}, {b})")
+    return a, b
+
+
+__all__ = ["CrystalGFN", "PAPER_ELEMENTS", "PAPER_SPACEGROUPS"]

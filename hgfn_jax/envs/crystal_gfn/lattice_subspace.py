@@ -1,0 +1,231 @@
+"""Lattice-parameter subspace of Crystal-GFN (paper 001, sec. 4.3 and App. B): a continuous cube with
+Beta-mixture increments, following the Mila gflownet ``ContinuousCube`` semantics.
+
+Coordinates. Each of the 6 parameters ``[a, b, c, alpha, beta, gamma]`` has an active box ``[low, high]``
+(Angstrom / degrees; default lengths 0.9-100, angles 50-150, or a restriction). The state stores ``u`` in
+``[0, 1]`` per parameter, ``x = low + u (high - low)``. Only the FREE parameters of the group's lattice system
+are sampled (Crystal-GFN uses rhombohedral axes for the trigonal-rhombohedral groups: a = b = c and
+alpha = beta = gamma free); tied ones copy their source and fixed angles are 90 / 120 degrees
+(``hgfn_jax.crystal.constraints``).
+
+Transitions (``m`` = minimum increment, 0.1 = 10 % of each range in the paper):
+
+- from the abstract source, one continuous action sets ``u_d = r_d`` for every free ``d`` (no minimum increment,
+  so the whole box is reachable; EOS is not allowed at the source);
+- from any other state: EOS with probability ``sigmoid(eos_logit)``, or an increment
+  ``u_d <- u_d + m + r_d (1 - u_d - m)`` of every free dimension; increments are only allowed while every free
+  ``u_d <= 1 - m`` (then EOS is forced). Hence at most ``ceil(1 / m)`` increments.
+- ``r_d`` ~ mixture of ``n_comp`` Beta distributions per dimension; alpha, beta = ``beta_max * sigmoid(.) +
+  beta_min`` (App. B: 5 components, coefficients in [0.1, 100.1]).
+
+Backward (``P_B``): from ``y`` (not the source), back-to-source (BTS) is forced if some free ``y_d < m``, else it
+has probability ``sigmoid(bts_logit)``; otherwise a backward increment ``y_d - x_d = m + r_d (y_d - m)`` with
+``r_d`` from the backward Beta mixture. EOS has a deterministic backward step.
+
+Reference measure of the log-densities: Lebesgue measure on the FREE coordinates ``u`` in ``[0, 1]``. Forward
+increments carry the Jacobian ``-sum_d log(1 - u_d - m)``, backward increments ``-sum_d log(y_d - m)``; the
+density in physical units (Angstrom, degrees) is the ``u`` density minus ``sum_free log(high_d - low_d)``,
+a constant per lattice system that trajectory balance absorbs into Z.
+
+Exploration: with probability epsilon a step is drawn from the random policy: EOS with probability 0.1 when
+allowed, increments ``r_d ~ Uniform(0, 1)``. Temperature divides the EOS logit and the mixture-weight logits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import betaln
+
+from hgfn_jax.crystal import constraints as cons
+from hgfn_jax.envs.crystal_gfn.types import LatticeState
+
+N_PARAMS = 6
+R_EPS = 1e-6  # relative increments are clipped to [R_EPS, 1 - R_EPS] (Mila epsilon)
+RANDOM_EOS_PROB = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class LatticeConfig:
+    low: tuple[float, ...]  # [6] active box, Angstrom / degrees
+    high: tuple[float, ...]  # [6]
+    n_comp: int = 5
+    min_incr: float = 0.1
+    beta_min: float = 0.1
+    beta_max: float = 100.0
+
+    @property
+    def n_out(self) -> int:
+        """Policy outputs: 3 per (parameter, component) + one EOS (forward) / BTS (backward) logit."""
+        return N_PARAMS * self.n_comp * 3 + 1
+
+    @property
+    def max_increments(self) -> int:
+        return int(np.ceil(1.0 / self.min_incr)) + 1  # +1: float32 slack
+
+
+@dataclasses.dataclass(frozen=True)
+class LatticeTables:
+    low: jnp.ndarray  # [6] float32
+    high: jnp.ndarray  # [6] float32
+    free: jnp.ndarray  # [7, 6] bool free parameters per lattice system (rhombohedral axes)
+    tie: jnp.ndarray  # [7, 6] int32
+    fixed: jnp.ndarray  # [7, 6] bool
+    fixed_value: jnp.ndarray  # [7, 6] float32 degrees
+    config: LatticeConfig
+
+
+def build_tables(cfg: LatticeConfig) -> LatticeTables:
+    return LatticeTables(
+        low=jnp.asarray(cfg.low, jnp.float32),
+        high=jnp.asarray(cfg.high, jnp.float32),
+        free=jnp.asarray(cons.FREE_MASK),
+        tie=jnp.asarray(cons.TIE_INDEX),
+        fixed=jnp.asarray(cons.FIXED_MASK),
+        fixed_value=jnp.asarray(cons.FIXED_VALUE),
+        config=cfg,
+    )
+
+
+def init_state() -> LatticeState:
+    return LatticeState(u=jnp.zeros(N_PARAMS, jnp.float32), at_source=jnp.ones((), bool))
+
+
+def _split(out: jnp.ndarray, cfg: LatticeConfig):
+    """Policy output -> (mixture logits [6, K], alpha [6, K], beta [6, K], extra logit [])."""
+    p = out[: N_PARAMS * cfg.n_comp * 3].reshape(N_PARAMS, cfg.n_comp, 3)
+    alpha = cfg.beta_max * jax.nn.sigmoid(p[..., 1]) + cfg.beta_min
+    beta = cfg.beta_max * jax.nn.sigmoid(p[..., 2]) + cfg.beta_min
+    return p[..., 0], alpha, beta, out[-1]
+
+
+def mixture_logpdf(logits: jnp.ndarray, alpha: jnp.ndarray, beta: jnp.ndarray, r: jnp.ndarray) -> jnp.ndarray:
+    """``[6]`` log density of ``r [6]`` under the per-dimension Beta mixtures (``[6, K]`` parameters)."""
+    r = jnp.clip(r, R_EPS, 1.0 - R_EPS)[:, None]
+    comp = (alpha - 1.0) * jnp.log(r) + (beta - 1.0) * jnp.log1p(-r) - betaln(alpha, beta)
+    return jax.nn.logsumexp(jax.nn.log_softmax(logits, axis=-1) + comp, axis=-1)
+
+
+N_UNIFORMS = 3 + 2 * N_PARAMS + 2 * N_PARAMS  # policy-mix, EOS(policy), EOS(random); components; r_rand; boosts
+
+
+def _log_gamma_plus1(key, a: jnp.ndarray) -> jnp.ndarray:
+    """log of Gamma(a + 1, 1) draws (exact Marsaglia-Tsang rejection; one uniform draw per round, normals by
+    Box-Muller, to keep the compiled graph small)."""
+    d = a + 1.0 - 1.0 / 3.0
+    c = 1.0 / jnp.sqrt(9.0 * d)
+
+    def cond(carry):
+        return ~jnp.all(carry[2])
+
+    def body(carry):
+        i, logv, done = carry
+        u = jax.random.uniform(jax.random.fold_in(key, i), (3,) + a.shape, minval=1e-12, maxval=1.0)
+        x = jnp.sqrt(-2.0 * jnp.log(u[0])) * jnp.cos(2.0 * jnp.pi * u[1])
+        v = (1.0 + c * x) ** 3
+        vpos = jnp.maximum(v, 1e-30)
+        ok = (v > 0) & (jnp.log(u[2]) < 0.5 * x * x + d - d * vpos + d * jnp.log(vpos))
+        new = jnp.log(d) + jnp.log(vpos)
+        return i + 1, jnp.where(done, logv, new), done | ok
+
+    _, logv, _ = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), jnp.zeros_like(a), jnp.zeros(a.shape, bool)))
+    return logv
+
+
+def sample_beta_logit(key, a: jnp.ndarray, b: jnp.ndarray, boost_u: jnp.ndarray) -> jnp.ndarray:
+    """logit of Beta(a, b) draws: log X - log Y, X ~ Gamma(a), Y ~ Gamma(b), in log space (stable for small
+    a, b): log Gamma(a) = log Gamma(a + 1) + log(U) / a. ``boost_u``: ``[2, ...]`` uniforms in (0, 1]."""
+    ab = jnp.stack([a, b])
+    logg = _log_gamma_plus1(key, ab) + jnp.log(jnp.maximum(boost_u, 1e-30)) / ab
+    return logg[0] - logg[1]
+
+
+def sample_beta(key, a: jnp.ndarray, b: jnp.ndarray, boost_u: jnp.ndarray) -> jnp.ndarray:
+    """Beta(a, b) draws (float32: values within ~6e-8 of 0 or 1 round to the bound, then get clipped)."""
+    return jax.nn.sigmoid(sample_beta_logit(key, a, b, boost_u))
+
+
+def free_mask(tab: LatticeTables, lattice_system: jnp.ndarray) -> jnp.ndarray:
+    return tab.free[lattice_system]
+
+
+def can_increment(tab: LatticeTables, s: LatticeState, free: jnp.ndarray) -> jnp.ndarray:
+    """Continuous (non-EOS) action allowed: at the source, or every free ``u_d <= 1 - m``."""
+    m = tab.config.min_incr
+    return s.at_source | jnp.all(jnp.where(free, s.u <= 1.0 - m, True))
+
+
+def sample(key, fwd: jnp.ndarray, s: LatticeState, free: jnp.ndarray, tab: LatticeTables, explore):
+    """Returns (is_eos [] bool, r [6] float32)."""
+    cfg = tab.config
+    logits, alpha, beta, eos_logit = _split(fwd, cfg)
+    u = jax.random.uniform(key, (N_UNIFORMS,), minval=1e-12, maxval=1.0)
+    cont = can_increment(tab, s, free)
+    use_random = u[0] < explore.epsilon
+    eos_pol = u[1] < jax.nn.sigmoid(eos_logit / explore.temperature)
+    eos_rand = u[2] < RANDOM_EOS_PROB
+    eos = jnp.where(use_random, eos_rand, eos_pol)
+    eos = jnp.where(cont, eos & ~s.at_source, True)
+    # mixture component by inverse CDF, then the Beta draw
+    p = jax.nn.softmax(logits / explore.temperature, axis=-1)
+    comp = jnp.minimum(jnp.sum(jnp.cumsum(p, axis=-1) < u[3 : 3 + N_PARAMS, None], axis=-1), cfg.n_comp - 1)
+    a = jnp.take_along_axis(alpha, comp[:, None], axis=1)[:, 0]
+    b = jnp.take_along_axis(beta, comp[:, None], axis=1)[:, 0]
+    boost = u[3 + 2 * N_PARAMS :].reshape(2, N_PARAMS)
+    r_pol = sample_beta(jax.random.fold_in(key, 1), a, b, boost)
+    r_rand = u[3 + N_PARAMS : 3 + 2 * N_PARAMS]
+    r = jnp.where(use_random, r_rand, r_pol)
+    r = jnp.where(free, jnp.clip(r, R_EPS, 1.0 - R_EPS), 0.0)
+    return eos, r.astype(jnp.float32)
+
+
+def step_increment(tab: LatticeTables, s: LatticeState, r: jnp.ndarray, free: jnp.ndarray) -> LatticeState:
+    m = tab.config.min_incr
+    r = jnp.clip(r, R_EPS, 1.0 - R_EPS)
+    u_new = jnp.where(s.at_source, r, s.u + m + r * (1.0 - s.u - m))
+    u_new = jnp.where(free, jnp.clip(u_new, 0.0, 1.0), 0.0)
+    return LatticeState(u=u_new.astype(jnp.float32), at_source=jnp.zeros((), bool))
+
+
+def log_pf(fwd: jnp.ndarray, s: LatticeState, is_eos: jnp.ndarray, r: jnp.ndarray, free, tab) -> jnp.ndarray:
+    """log P_F of an EOS or increment action (density w.r.t. Lebesgue on the free ``u``)."""
+    cfg = tab.config
+    m = cfg.min_incr
+    logits, alpha, beta, eos_logit = _split(fwd, cfg)
+    cont = can_increment(tab, s, free)
+    lp_r = jnp.sum(jnp.where(free, mixture_logpdf(logits, alpha, beta, r), 0.0))
+    log_jac = jnp.sum(jnp.where(free, jnp.log(jnp.maximum(1.0 - s.u - m, 1e-12)), 0.0))
+    lp_inc = jnp.where(s.at_source, lp_r, jax.nn.log_sigmoid(-eos_logit) + lp_r - log_jac)
+    lp_eos = jnp.where(cont, jax.nn.log_sigmoid(eos_logit), 0.0)
+    return jnp.where(is_eos, lp_eos, lp_inc)
+
+
+def log_pb_increment(bwd: jnp.ndarray, nxt: LatticeState, prev: LatticeState, free, tab) -> jnp.ndarray:
+    """log P_B(prev | nxt) of an increment transition (``bwd`` = backward outputs, ``n_out`` entries)."""
+    cfg = tab.config
+    m = cfg.min_incr
+    logits, alpha, beta, bts_logit = _split(bwd, cfg)
+    y, x = nxt.u, prev.u
+    forced_bts = jnp.any(jnp.where(free, y < m, False))
+    lp_source = jnp.where(forced_bts, 0.0, jax.nn.log_sigmoid(bts_logit))
+    denom = jnp.maximum(y - m, 1e-12)
+    r_b = jnp.clip((y - x - m) / denom, R_EPS, 1.0 - R_EPS)
+    lp_r = jnp.sum(jnp.where(free, mixture_logpdf(logits, alpha, beta, r_b) - jnp.log(denom), 0.0))
+    lp_cont = jax.nn.log_sigmoid(-bts_logit) + lp_r
+    return jnp.where(prev.at_source, lp_source, lp_cont)
+
+
+def physical(tab: LatticeTables, s: LatticeState, lattice_system: jnp.ndarray) -> jnp.ndarray:
+    """``[6]`` lattice parameters (Angstrom, degrees) with ties and fixed angles applied."""
+    x = tab.low + s.u * (tab.high - tab.low)
+    x = x[tab.tie[lattice_system]]
+    return jnp.where(tab.fixed[lattice_system], tab.fixed_value[lattice_system], x).astype(jnp.float32)
+
+
+def cell_volume_factor(params: jnp.ndarray) -> jnp.ndarray:
+    """``1 - cos^2 a - cos^2 b - cos^2 g + 2 cos a cos b cos g`` (> 0 for a geometrically valid cell)."""
+    ca, cb, cg = jnp.cos(jnp.deg2rad(params[3:6]))
+    return 1.0 - ca * ca - cb * cb - cg * cg + 2.0 * ca * cb * cg
