@@ -29,3 +29,7 @@ def build_hypergrid(config) -> Task:
         return {"total_variation": tv}
 
     return Task("hypergrid", env, make_mlp_policy(env, config.policy.hidden), log_reward, evaluate=evaluate)
+
+
+# Crystal-GFN (paper 001) registers itself on import.
+from experiments import crystal_gfn  # noqa: E402,F401

@@ -1,0 +1,7 @@
+"""Crystal-GFN with the formation energy reward (paper 001). Presets: default (minutes on a CPU), paper, test."""
+
+from experiments.configs._crystal_gfn import crystal_gfn_config
+
+
+def get_config(preset: str = "default"):
+    return crystal_gfn_config("formation_energy", preset)
