@@ -51,36 +51,17 @@ from pathlib import Path
 
 import numpy as np
 
-N_GROUPS = 230
-MAX_OPS = 192
-MAX_WYCKOFF = 27
-TABLES_PATH = Path(__file__).resolve().parent / "spacegroups.npz"
+# Class names and sizes are defined once, in the module that serves the tables.
+from hgfn_jax.crystal.spacegroup import CRYSTAL_FAMILIES as CRYSTAL_FAMILY_NAMES
+from hgfn_jax.crystal.spacegroup import CRYSTAL_LATTICE_SYSTEMS as CRYSTAL_LATTICE_SYSTEM_NAMES
+from hgfn_jax.crystal.spacegroup import CRYSTAL_SYSTEMS as CRYSTAL_SYSTEM_NAMES
+from hgfn_jax.crystal.spacegroup import LATTICE_SYSTEMS as LATTICE_SYSTEM_NAMES
+from hgfn_jax.crystal.spacegroup import MAX_OPS, MAX_WYCKOFF
+from hgfn_jax.crystal.spacegroup import N_SPACEGROUPS as N_GROUPS
+from hgfn_jax.crystal.spacegroup import POINT_SYMMETRIES as POINT_SYMMETRY_NAMES
+from hgfn_jax.crystal.spacegroup import RHOMBOHEDRAL_SPACEGROUPS as RHOMBOHEDRAL_GROUPS
+from hgfn_jax.crystal.tables import TABLES_PATH  # noqa: E402
 
-CRYSTAL_SYSTEM_NAMES = (
-    "triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic",
-)  # fmt: skip
-LATTICE_SYSTEM_NAMES = (
-    "triclinic", "monoclinic", "orthorhombic", "tetragonal", "rhombohedral", "hexagonal", "cubic",
-)  # fmt: skip
-CRYSTAL_LATTICE_SYSTEM_NAMES = (
-    "triclinic",
-    "monoclinic",
-    "orthorhombic",
-    "tetragonal",
-    "trigonal-rhombohedral",
-    "trigonal-hexagonal",
-    "hexagonal-hexagonal",
-    "cubic",
-)
-CRYSTAL_FAMILY_NAMES = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "hexagonal", "cubic")
-POINT_SYMMETRY_NAMES = (
-    "centrosymmetric",
-    "non-centrosymmetric",
-    "enantiomorphic",
-    "polar",
-    "enantiomorphic-polar",
-)
-RHOMBOHEDRAL_GROUPS = (146, 148, 155, 160, 161, 166, 167)
 # First group number of each crystal system (triclinic .. cubic).
 _SYSTEM_STARTS = (1, 3, 16, 75, 143, 168, 195)
 _TOL = 1e-6
