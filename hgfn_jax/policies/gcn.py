@@ -41,7 +41,7 @@ from hgfn_jax.policies.graph import (
     DEFAULT_CUTOFF,
     DEFAULT_K,
     CrystalGraph,
-    build_graph,
+    as_graph,
     gather_senders,
     gaussian_rbf,
     masked_max,
@@ -121,11 +121,7 @@ class GCNEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, crystal: Crystal | CrystalGraph) -> jnp.ndarray:
-        graph = (
-            crystal
-            if isinstance(crystal, CrystalGraph)
-            else build_graph(crystal, self.k, self.cutoff, self.max_images)
-        )
+        graph = as_graph(crystal, self.k, self.cutoff, self.max_images)
         rbf = gaussian_rbf(graph.dist, self.num_rbf, self.cutoff)  # [B, N, K, R]
         node_input = NodeInput(self.hidden, self.frac_mode, self.num_frequencies, name="node_input")
         h = node_input(graph)  # [B, N, H]

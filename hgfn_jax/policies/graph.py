@@ -94,6 +94,10 @@ def build_graph(
     )
 
 
+def as_graph(x, k: int, cutoff: float, max_images: int) -> CrystalGraph:
+    """``x`` itself if it is already a ``CrystalGraph`` (e.g. cached by the caller), else ``build_graph(x, ...)``."""
+    return x if isinstance(x, CrystalGraph) else build_graph(x, k, cutoff, max_images)
+
 def gaussian_rbf(
     dist: jnp.ndarray, num: int = 32, cutoff: float = DEFAULT_CUTOFF, width: float | None = None
 ):

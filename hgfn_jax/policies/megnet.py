@@ -38,7 +38,7 @@ from hgfn_jax.policies.graph import (
     DEFAULT_CUTOFF,
     DEFAULT_K,
     CrystalGraph,
-    build_graph,
+    as_graph,
     gaussian_rbf,
     masked_max,
     masked_mean,
@@ -139,11 +139,7 @@ class MEGNetEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, crystal: Crystal | CrystalGraph) -> jnp.ndarray:
-        graph = (
-            crystal
-            if isinstance(crystal, CrystalGraph)
-            else build_graph(crystal, self.k, self.cutoff, self.max_images)
-        )
+        graph = as_graph(crystal, self.k, self.cutoff, self.max_images)
         b, n, k = graph.senders.shape
         h = self.hidden
         v = NodeInput(h, self.frac_mode, self.num_frequencies, name="node_input")(graph)  # [B, N, H]
