@@ -31,5 +31,5 @@ def build_hypergrid(config) -> Task:
     return Task("hypergrid", env, make_mlp_policy(env, config.policy.hidden), log_reward, evaluate=evaluate)
 
 
-# Crystal-GFN (paper 001) registers itself on import.
-from experiments import crystal_gfn  # noqa: E402,F401
+# Crystal-GFN (paper 001) and CHGFlowNet / SHAFT / the flat baseline (papers 000, 002) register on import.
+from experiments import crystal_gfn, hierarchical  # noqa: E402,F401

@@ -199,7 +199,28 @@ def restore_checkpoint(mngr, template: TrainState, step: int | None = None) -> T
 
     step = mngr.latest_step() if step is None else step
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.asarray(x).dtype), template)
-    return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+    restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+    # orbax hands back device-committed arrays; a fresh state is uncommitted, and jit keys its cache on that, so
+    # without this round trip every resumed run would recompile the training step (minutes for crystal policies).
+    return jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), restored)
+
+
+# Config fields that only steer the host loop (not the compiled update): changing them reuses the compilation.
+_HOST_ONLY_TRAIN_FIELDS = ("num_iterations", "steps_per_call", "checkpoint_every")
+
+
+def _compiled(config, task: Task):
+    """``(init, jit(run_chunk), jit(sample), jit(vmap(log_reward)))`` for ``task``, memoised on the task per
+    compiled-relevant training config, so a resumed run (or a second run of the same task in one process) does
+    not recompile: XLA does not persist executables with host callbacks (the energy-model bridge)."""
+    train_cfg = {k: v for k, v in config.train.to_dict().items() if k not in _HOST_ONLY_TRAIN_FIELDS}
+    key = json.dumps(train_cfg, sort_keys=True, default=str)
+    cache = task.extras.setdefault("_compiled", {})
+    if key not in cache:
+        init, _, run_chunk, _, sample = make_train(config, task)
+        cache[key] = (init, jax.jit(run_chunk, static_argnums=1), jax.jit(sample, static_argnums=2),
+                      jax.jit(jax.vmap(task.log_reward)))
+    return cache[key]
 
 
 def train_and_evaluate(config, workdir: str | Path, task: Task | None = None, stop_after: int | None = None,
@@ -220,7 +241,7 @@ def train_and_evaluate(config, workdir: str | Path, task: Task | None = None, st
     tc = config.train
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) if hasattr(config, "to_json_best_effort")
                                           else json.dumps(config, indent=2, default=str))
-    init, _, run_chunk, _, sample = make_train(config, task)
+    init, jit_chunk, sample_jit, v_reward = _compiled(config, task)
     chunk = int(tc.get("steps_per_call", 10))
     ckpt_every = int(tc.get("checkpoint_every", 100))
     if ckpt_every % chunk:
@@ -235,7 +256,6 @@ def train_and_evaluate(config, workdir: str | Path, task: Task | None = None, st
         start = int(ts.step)
         print(f"resumed {workdir} from step {start}")
     log = _MetricsLog(workdir, start)
-    jit_chunk = jax.jit(run_chunk, static_argnums=1)
 
     t0 = time.perf_counter()
     end = total if stop_after is None else min(total, start + stop_after)
@@ -268,8 +288,6 @@ def train_and_evaluate(config, workdir: str | Path, task: Task | None = None, st
     ev = config.get("eval", None)
     n_samples = int(ev.num_samples) if ev is not None else 1000
     sample_batch = int(ev.get("batch_size", 1000)) if ev is not None else 1000
-    sample_jit = jax.jit(sample, static_argnums=2)
-    v_reward = jax.jit(jax.vmap(task.log_reward))
     key = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), 10_000_019)
     finals, log_rs, term_list = [], [], []
     for i in tqdm(range(0, n_samples, sample_batch), desc="sampling", disable=not progress):
