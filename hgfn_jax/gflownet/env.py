@@ -76,6 +76,23 @@ class Environment(abc.ABC):
     def log_pb(self, bwd_out: jnp.ndarray, next_state, action, prev_state) -> jnp.ndarray:
         """``[]`` log P_B(prev_state | next_state) for the transition taken by ``action``."""
 
+    # Batched entry points used by the rollout: every argument has a leading batch axis (``explore`` excepted).
+    # The defaults vmap the per-state methods above. An environment may override them to skip work that no state
+    # of the batch needs (``lax.cond`` on a batch-level predicate); an override must return exactly what the
+    # vmapped per-state method returns.
+
+    def sample_action_batch(self, keys: jax.Array, fwd_out: jnp.ndarray, states, explore: Exploration):
+        return jax.vmap(self.sample_action, in_axes=(0, 0, 0, None))(keys, fwd_out, states, explore)
+
+    def log_pf_batch(self, fwd_out: jnp.ndarray, states, actions) -> jnp.ndarray:
+        return jax.vmap(self.log_pf)(fwd_out, states, actions)
+
+    def step_batch(self, states, actions):
+        return jax.vmap(self.step)(states, actions)
+
+    def log_pb_batch(self, bwd_out: jnp.ndarray, next_states, actions, prev_states) -> jnp.ndarray:
+        return jax.vmap(self.log_pb)(bwd_out, next_states, actions, prev_states)
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Masked categorical helpers shared by the environments' discrete choices.

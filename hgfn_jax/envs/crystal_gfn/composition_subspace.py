@@ -471,9 +471,10 @@ def forward_mask(tab: CompositionTables, row: jnp.ndarray, s: CompositionState) 
         nxt = tab.alive[row, jnp.clip(code, 0, tab.alive.shape[1] - 1)]
     else:
         w_ok = wyckoff_next(tab, row, s.wyckoff)[1:] != 0  # [C]
-        bits = (s.charges[:, None] >> jnp.arange(32, dtype=jnp.uint32)[None, :]) & jnp.uint32(1)
-        dense = jnp.concatenate([bits.reshape(-1).astype(bool), jnp.zeros(1, bool)])
-        neutral_nv = dense[tab.neg_bit]  # [C, V]: -n*v is an achievable charge
+        n_bits = tab.n_words * 32
+        nb = jnp.minimum(tab.neg_bit, n_bits - 1)  # the sentinel n_bits (outside the window) reads as 0 below
+        word = s.charges[nb >> 5]  # [C, V]
+        neutral_nv = (((word >> (nb & 31).astype(jnp.uint32)) & jnp.uint32(1)) != 0) & (tab.neg_bit < n_bits)
         charge = (tab.has_ox_f @ neutral_nv.astype(jnp.float32).T) > 0.5  # [E, C]
         if cfg.allow_elemental:
             charge |= s.n_elements == 0

@@ -48,6 +48,7 @@ from hgfn_jax.envs.crystal_gfn.types import (
     STAGE_DONE,
     STAGE_LATTICE,
     STAGE_SPACEGROUP,
+    CompositionState,
     CrystalAction,
     CrystalState,
 )
@@ -223,6 +224,8 @@ class CrystalGFN(Environment):
         self.obs_dim = N_STAGES + (sgs.N_CLS + 1) + (sgs.N_PS + 1) + (len(self.spacegroups) + 1) + 2 * n_el + 2 + 13
         self.max_steps = 4 + (r_max + 1) + (1 + self.lat_config.max_increments + 1)
         self._fixed_lat_bwd = self._fixed_lattice_backward()
+        self._n_disc = max(self.n_sg_actions, self.n_comp_actions)  # one categorical over the active head
+        self._disc_width = max(8, int(np.ceil(np.sqrt(self._n_disc))))  # row width of the two-level inverse CDF
 
     # ------------------------------------------------------------------------------------------------------
     def restrict(self, restrictions: Restrictions) -> CrystalGFN:
@@ -294,38 +297,77 @@ class CrystalGFN(Environment):
         return jnp.concatenate(feats).astype(jnp.float32)
 
     def _discrete(self, fwd_out: jnp.ndarray, state: CrystalState) -> tuple[jnp.ndarray, jnp.ndarray]:
-        """Logits and mask of the active discrete subspace, laid out as ``[sg actions | composition actions]``
-        (entries of the inactive subspace are masked)."""
+        """Logits and mask of the ACTIVE discrete subspace, ``[max(13 + G + 1, E * cap + 1)]`` indexed by the
+        stage-local action index (space-group actions in the space-group stage, composition actions otherwise;
+        entries past the active head and every entry outside the two discrete stages are masked). Only one head
+        is live per state, so one categorical over the longer of the two heads replaces the concatenation."""
         f_sg, f_comp, _ = self._split_fwd(fwd_out)
         m_sg, m_comp = self.masks(state)
-        mask = jnp.concatenate([m_sg & (state.stage == STAGE_SPACEGROUP), m_comp & (state.stage == STAGE_COMPOSITION)])
-        return jnp.concatenate([f_sg, f_comp]), mask
+        n = self._n_disc
+        pad = lambda x, v: jnp.concatenate([x, jnp.full((n - x.shape[0],), v, x.dtype)]) if x.shape[0] < n else x
+        in_sg = state.stage == STAGE_SPACEGROUP
+        logits = jnp.where(in_sg, pad(f_sg, 0.0), pad(f_comp, 0.0))
+        mask = jnp.where(in_sg, pad(m_sg, False), pad(m_comp & (state.stage == STAGE_COMPOSITION), False))
+        return logits, mask
 
-    def sample_action(self, key: jax.Array, fwd_out: jnp.ndarray, state: CrystalState, explore: Exploration):
+    # Each transition is split into a discrete part (space-group / composition stages) and a lattice part. The
+    # per-state methods combine both; the batched overrides below (used by the rollout) run each part only when
+    # some state of the batch needs it (``lax.cond`` on a batch-level predicate) and combine them identically.
+
+    def _uniforms(self, key: jax.Array) -> jnp.ndarray:
+        """One draw for the whole step: 2 uniforms in [0, 1) for the discrete choice, then the lattice uniforms in
+        [1e-12, 1) (exactly what ``jax.random.uniform(..., minval=1e-12)`` computes from the same bits)."""
+        u = jax.random.uniform(key, (2 + lat.N_UNIFORMS,))
+        return jnp.concatenate([u[:2], jnp.maximum(1e-12, u[2:] + 1e-12)])
+
+    def _sample_discrete(self, u: jnp.ndarray, fwd_out, state: CrystalState, explore: Exploration) -> jnp.ndarray:
         logits, mask = self._discrete(fwd_out, state)
-        a_disc = _sample_masked_icdf(jax.random.fold_in(key, 7), logits, mask, explore)
-        a_disc = jnp.where(state.stage == STAGE_COMPOSITION, a_disc - self.n_sg_actions, a_disc)
+        return _sample_masked_icdf(u[:2], logits, mask, explore, self._disc_width)
+
+    def _sample_lattice(self, key: jax.Array, u: jnp.ndarray, fwd_out, state: CrystalState, explore: Exploration):
         _, _, f_lat = self._split_fwd(fwd_out)
         free = lat.free_mask(self.lat, self._lattice_system(state))
-        eos, r = lat.sample(key, f_lat, state.lattice, free, self.lat, explore)
+        return lat.sample(key, f_lat, state.lattice, free, self.lat, explore, u[2:])
+
+    def _action(self, state: CrystalState, a_disc, eos, r) -> CrystalAction:
         a_lat = jnp.where(eos, LATTICE_EOS, LATTICE_INCREMENT)
         stage = state.stage
         index = jnp.where(stage == STAGE_LATTICE, a_lat, a_disc)
-        value = jnp.where((stage == STAGE_LATTICE) & ~eos, r, 0.0)
+        value = jnp.where(((stage == STAGE_LATTICE) & ~eos)[..., None], r, 0.0)
         return CrystalAction(stage=stage, index=index.astype(jnp.int32), value=value.astype(jnp.float32))
 
-    def log_pf(self, fwd_out: jnp.ndarray, state: CrystalState, action: CrystalAction) -> jnp.ndarray:
+    def sample_action(self, key: jax.Array, fwd_out: jnp.ndarray, state: CrystalState, explore: Exploration):
+        u = self._uniforms(key)
+        a_disc = self._sample_discrete(u, fwd_out, state, explore)
+        eos, r = self._sample_lattice(key, u, fwd_out, state, explore)
+        return self._action(state, a_disc, eos, r)
+
+    def _log_pf_discrete(self, fwd_out, state: CrystalState, action: CrystalAction) -> jnp.ndarray:
         logits, mask = self._discrete(fwd_out, state)
-        flat = jnp.where(state.stage == STAGE_COMPOSITION, action.index + self.n_sg_actions, action.index)
-        lp_disc = masked_log_softmax(logits, mask)[jnp.clip(flat, 0, logits.shape[0] - 1)]
+        return masked_log_softmax(logits, mask)[jnp.clip(action.index, 0, logits.shape[0] - 1)]
+
+    def _log_pf_lattice(self, fwd_out, state: CrystalState, action: CrystalAction) -> jnp.ndarray:
         _, _, f_lat = self._split_fwd(fwd_out)
         free = lat.free_mask(self.lat, self._lattice_system(state))
-        lp_lat = lat.log_pf(f_lat, state.lattice, action.index == LATTICE_EOS, action.value, free, self.lat)
-        st = state.stage
+        return lat.log_pf(f_lat, state.lattice, action.index == LATTICE_EOS, action.value, free, self.lat)
+
+    @staticmethod
+    def _combine_pf(st, lp_disc, lp_lat):
         out = jnp.where(st == STAGE_LATTICE, lp_lat, lp_disc)
         return jnp.where(st == STAGE_DONE, 0.0, out).astype(jnp.float32)
 
+    def log_pf(self, fwd_out: jnp.ndarray, state: CrystalState, action: CrystalAction) -> jnp.ndarray:
+        return self._combine_pf(state.stage, self._log_pf_discrete(fwd_out, state, action),
+                                self._log_pf_lattice(fwd_out, state, action))
+
+    def _step_composition(self, state: CrystalState, action: CrystalAction) -> CompositionState:
+        return comp.step(self.comp, self._row(state), state.composition,
+                         jnp.clip(action.index, 0, self.n_comp_actions - 2))
+
     def step(self, state: CrystalState, action: CrystalAction) -> CrystalState:
+        return self._step_with(state, action, self._step_composition(state, action))
+
+    def _step_with(self, state: CrystalState, action: CrystalAction, c_next: CompositionState) -> CrystalState:
         st = state.stage
         idx = action.index
         # space group
@@ -337,8 +379,6 @@ class CrystalGFN(Environment):
         )
         # composition
         c_stop = idx == self.n_comp_actions - 1
-        c_next = comp.step(self.comp, self._row(state), state.composition,
-                           jnp.clip(idx, 0, self.n_comp_actions - 2))
         s_comp = state.replace(
             stage=jnp.where(c_stop, STAGE_LATTICE, STAGE_COMPOSITION).astype(jnp.int32),
             composition=tree_where(c_stop, state.composition, c_next),
@@ -354,8 +394,18 @@ class CrystalGFN(Environment):
         out = tree_where(st == STAGE_SPACEGROUP, s_sg, tree_where(st == STAGE_COMPOSITION, s_comp, s_lat))
         return tree_where(st == STAGE_DONE, state, out)
 
+    def _log_pb_lattice(self, bwd_out, next_state: CrystalState, action: CrystalAction, prev_state: CrystalState):
+        _, _, b_lat = self._split_bwd(bwd_out)
+        free = lat.free_mask(self.lat, self._lattice_system(prev_state))
+        return lat.log_pb_increment(b_lat, next_state.lattice, prev_state.lattice, free, self.lat)
+
     def log_pb(self, bwd_out, next_state: CrystalState, action: CrystalAction, prev_state: CrystalState):
-        b_sg, b_comp, b_lat = self._split_bwd(bwd_out)
+        return self._log_pb_with(bwd_out, next_state, action, prev_state,
+                                 self._log_pb_lattice(bwd_out, next_state, action, prev_state))
+
+    def _log_pb_with(self, bwd_out, next_state: CrystalState, action: CrystalAction, prev_state: CrystalState,
+                     lp_lat_inc):
+        b_sg, b_comp, _ = self._split_bwd(bwd_out)
         st = action.stage
         idx = action.index
         # space group: stop has a deterministic backward step
@@ -370,11 +420,46 @@ class CrystalGFN(Environment):
             lp_el = masked_log_softmax(b_comp, present)[e]
         lp_comp = jnp.where(idx == self.n_comp_actions - 1, 0.0, lp_el)
         # lattice
-        free = lat.free_mask(self.lat, self._lattice_system(prev_state))
-        lp_lat = jnp.where(idx == LATTICE_EOS, 0.0,
-                           lat.log_pb_increment(b_lat, next_state.lattice, prev_state.lattice, free, self.lat))
+        lp_lat = jnp.where(idx == LATTICE_EOS, 0.0, lp_lat_inc)
         out = jnp.where(st == STAGE_SPACEGROUP, lp_sg, jnp.where(st == STAGE_COMPOSITION, lp_comp, lp_lat))
         return jnp.where(st == STAGE_DONE, 0.0, out).astype(jnp.float32)
+
+    # ---- batched entry points (rollout) ---------------------------------------------------------------------
+    def sample_action_batch(self, keys, fwd_out, states: CrystalState, explore: Exploration):
+        u = jax.vmap(self._uniforms)(keys)
+        st = states.stage
+        n = st.shape[0]
+        a_disc = jax.lax.cond(
+            jnp.any(st < STAGE_LATTICE),
+            lambda: jax.vmap(self._sample_discrete, in_axes=(0, 0, 0, None))(u, fwd_out, states, explore),
+            lambda: jnp.zeros(n, jnp.int32))
+        eos, r = jax.lax.cond(
+            jnp.any(st == STAGE_LATTICE),
+            lambda: jax.vmap(self._sample_lattice, in_axes=(0, 0, 0, 0, None))(keys, u, fwd_out, states, explore),
+            lambda: (jnp.ones(n, bool), jnp.zeros((n, lat.N_PARAMS), jnp.float32)))
+        return self._action(states, a_disc, eos, r)
+
+    def log_pf_batch(self, fwd_out, states: CrystalState, actions: CrystalAction):
+        st = states.stage
+        zeros = lambda: jnp.zeros(st.shape, jnp.float32)
+        lp_disc = jax.lax.cond(jnp.any(st < STAGE_LATTICE),
+                               lambda: jax.vmap(self._log_pf_discrete)(fwd_out, states, actions), zeros)
+        lp_lat = jax.lax.cond(jnp.any(st == STAGE_LATTICE),
+                              lambda: jax.vmap(self._log_pf_lattice)(fwd_out, states, actions), zeros)
+        return self._combine_pf(st, lp_disc, lp_lat)
+
+    def step_batch(self, states: CrystalState, actions: CrystalAction):
+        c_next = jax.lax.cond(jnp.any(states.stage == STAGE_COMPOSITION),
+                              lambda: jax.vmap(self._step_composition)(states, actions),
+                              lambda: states.composition)
+        return jax.vmap(self._step_with)(states, actions, c_next)
+
+    def log_pb_batch(self, bwd_out, next_states: CrystalState, actions: CrystalAction, prev_states: CrystalState):
+        st = actions.stage
+        lp_lat = jax.lax.cond(jnp.any(st == STAGE_LATTICE),
+                              lambda: jax.vmap(self._log_pb_lattice)(bwd_out, next_states, actions, prev_states),
+                              lambda: jnp.zeros(st.shape, jnp.float32))
+        return jax.vmap(self._log_pb_with)(bwd_out, next_states, actions, prev_states, lp_lat)
 
     def terminal_info(self, state: CrystalState) -> dict[str, jnp.ndarray]:
         """Outputs for rewards: space group number ``[]`` (0 if unset), counts ``[E]``, counts by atomic number
@@ -405,20 +490,46 @@ class CrystalGFN(Environment):
         return bool(comp.valid_host(self.comp_config, self.wyckoff, int(rows[0]), np.asarray([counts]), ox)[0])
 
 
-def _sample_masked_icdf(key: jax.Array, logits: jnp.ndarray, mask: jnp.ndarray, explore: Exploration):
+def _sample_masked_icdf(u2: jnp.ndarray, logits: jnp.ndarray, mask: jnp.ndarray, explore: Exploration,
+                        width: int) -> jnp.ndarray:
     """Index from softmax(logits / T) over ``mask`` or, with probability epsilon, uniform over ``mask``, by
-    inverse-CDF sampling (one uniform per draw instead of one Gumbel per logit). Masked entries have zero
-    probability mass, so they are never returned; an all-False mask returns 0 (only on unused stages)."""
-    u2 = jax.random.uniform(key, (2,))
+    inverse-CDF sampling with the two uniforms ``u2`` (``u2[0]`` picks policy / uniform, ``u2[1]`` the index).
+
+    The CDF is taken in two levels over the entries laid out as rows of ``width``: a running sum over the row
+    masses picks the row, a running sum inside that row picks the entry (O(n) work, where a flat ``cumsum`` lowers
+    to an O(n^2) ``reduce_window`` on CPU). Both running sums are sequential additions of non-negative terms, so
+    they are non-decreasing and the first entry whose running sum exceeds the target has positive mass: masked
+    entries are never returned. Rounding (the target at or beyond the total) falls back to the last row / entry
+    with positive mass. An all-False mask returns 0 (only on unused stages)."""
+    n = logits.shape[0]
+    n_rows = -(-n // width)
     use_uniform = u2[0] < explore.epsilon
     z = jnp.where(mask, logits / explore.temperature, -jnp.inf)
     p = jnp.where(mask, jnp.exp(z - jnp.max(jnp.where(mask, z, -1e30))), 0.0)
     p = jnp.where(use_uniform, mask.astype(jnp.float32), p)
-    cdf = jnp.cumsum(p)
-    u = u2[1] * cdf[-1]
-    idx = jnp.sum(cdf <= u)
-    last_valid = jnp.max(jnp.where(mask, jnp.arange(mask.shape[0]), 0))
-    return jnp.minimum(idx, last_valid).astype(jnp.int32)
+    p = jnp.concatenate([p, jnp.zeros(n_rows * width - n, p.dtype)]).reshape(n_rows, width)
+    row_mass = jnp.sum(p, axis=1)
+    row_cdf = _running_sum(row_mass)
+    u = u2[1] * row_cdf[-1]
+    rows = jnp.arange(n_rows)
+    last_row = jnp.max(jnp.where(row_mass > 0, rows, 0))
+    r = jnp.minimum(jnp.sum(row_cdf <= u), last_row)
+    sel = rows == r
+    before = jnp.concatenate([jnp.zeros(1, row_cdf.dtype), row_cdf[:-1]])  # mass of the rows before each row
+    u_in = u - jnp.sum(jnp.where(sel, before, 0.0))  # (exact: a single non-zero term)
+    p_r = jnp.sum(jnp.where(sel[:, None], p, 0.0), axis=0)  # row r (exact: one non-zero term per column)
+    cols = jnp.arange(width)
+    last_col = jnp.max(jnp.where(p_r > 0, cols, 0))
+    c = jnp.minimum(jnp.sum(_running_sum(p_r) <= u_in), last_col)
+    return (r * width + c).astype(jnp.int32)
+
+
+def _running_sum(x: jnp.ndarray) -> jnp.ndarray:
+    """Inclusive prefix sum of a short vector by sequential additions (non-decreasing for non-negative ``x``)."""
+    out = [x[0]]
+    for i in range(1, x.shape[0]):
+        out.append(out[-1] + x[i])
+    return jnp.stack(out)
 
 
 # ---- validation helpers ------------------------------------------------------------------------------------

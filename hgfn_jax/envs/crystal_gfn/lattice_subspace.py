@@ -113,25 +113,35 @@ N_UNIFORMS = 3 + 2 * N_PARAMS + 2 * N_PARAMS  # policy-mix, EOS(policy), EOS(ran
 
 
 def _log_gamma_plus1(key, a: jnp.ndarray) -> jnp.ndarray:
-    """log of Gamma(a + 1, 1) draws (exact Marsaglia-Tsang rejection; one uniform draw per round, normals by
-    Box-Muller, to keep the compiled graph small)."""
+    """log of Gamma(a + 1, 1) draws (exact Marsaglia-Tsang rejection). Each round draws, per variable, one
+    standard normal and one acceptance uniform: the normals come in Box-Muller pairs (both the cosine and the sine
+    of one pair of uniforms, two independent normals), so a round costs 1.5 uniforms per variable, all from one
+    draw. Rounds repeat (``while_loop``) until every variable is accepted."""
     d = a + 1.0 - 1.0 / 3.0
     c = 1.0 / jnp.sqrt(9.0 * d)
+    n = a.size
+    n_pairs = (n + 1) // 2
+
+    def draw(i):
+        u = jax.random.uniform(jax.random.fold_in(key, i), (2 * n_pairs + n,), minval=1e-12, maxval=1.0)
+        rad = jnp.sqrt(-2.0 * jnp.log(u[:n_pairs]))
+        ang = 2.0 * jnp.pi * u[n_pairs : 2 * n_pairs]
+        x = jnp.concatenate([rad * jnp.cos(ang), rad * jnp.sin(ang)])[:n].reshape(a.shape)
+        v = (1.0 + c * x) ** 3
+        vpos = jnp.maximum(v, 1e-30)
+        ok = (v > 0) & (jnp.log(u[2 * n_pairs :].reshape(a.shape)) < 0.5 * x * x + d - d * vpos + d * jnp.log(vpos))
+        return jnp.log(d) + jnp.log(vpos), ok
 
     def cond(carry):
         return ~jnp.all(carry[2])
 
     def body(carry):
         i, logv, done = carry
-        u = jax.random.uniform(jax.random.fold_in(key, i), (3,) + a.shape, minval=1e-12, maxval=1.0)
-        x = jnp.sqrt(-2.0 * jnp.log(u[0])) * jnp.cos(2.0 * jnp.pi * u[1])
-        v = (1.0 + c * x) ** 3
-        vpos = jnp.maximum(v, 1e-30)
-        ok = (v > 0) & (jnp.log(u[2]) < 0.5 * x * x + d - d * vpos + d * jnp.log(vpos))
-        new = jnp.log(d) + jnp.log(vpos)
+        new, ok = draw(i)
         return i + 1, jnp.where(done, logv, new), done | ok
 
-    _, logv, _ = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), jnp.zeros_like(a), jnp.zeros(a.shape, bool)))
+    first, ok0 = draw(0)  # the first round outside the loop (most draws are accepted there)
+    _, logv, _ = jax.lax.while_loop(cond, body, (jnp.ones((), jnp.int32), first, ok0))
     return logv
 
 
@@ -158,11 +168,13 @@ def can_increment(tab: LatticeTables, s: LatticeState, free: jnp.ndarray) -> jnp
     return s.at_source | jnp.all(jnp.where(free, s.u <= 1.0 - m, True))
 
 
-def sample(key, fwd: jnp.ndarray, s: LatticeState, free: jnp.ndarray, tab: LatticeTables, explore):
-    """Returns (is_eos [] bool, r [6] float32)."""
+def sample(key, fwd: jnp.ndarray, s: LatticeState, free: jnp.ndarray, tab: LatticeTables, explore, u=None):
+    """Returns (is_eos [] bool, r [6] float32). ``u``: optional ``[N_UNIFORMS]`` uniforms in ``[1e-12, 1)``
+    (drawn from ``key`` when absent); ``key`` also seeds the Beta draws."""
     cfg = tab.config
     logits, alpha, beta, eos_logit = _split(fwd, cfg)
-    u = jax.random.uniform(key, (N_UNIFORMS,), minval=1e-12, maxval=1.0)
+    if u is None:
+        u = jax.random.uniform(key, (N_UNIFORMS,), minval=1e-12, maxval=1.0)
     cont = can_increment(tab, s, free)
     use_random = u[0] < explore.epsilon
     eos_pol = u[1] < jax.nn.sigmoid(eos_logit / explore.temperature)
@@ -171,7 +183,10 @@ def sample(key, fwd: jnp.ndarray, s: LatticeState, free: jnp.ndarray, tab: Latti
     eos = jnp.where(cont, eos & ~s.at_source, True)
     # mixture component by inverse CDF, then the Beta draw
     p = jax.nn.softmax(logits / explore.temperature, axis=-1)
-    comp = jnp.minimum(jnp.sum(jnp.cumsum(p, axis=-1) < u[3 : 3 + N_PARAMS, None], axis=-1), cfg.n_comp - 1)
+    cdf = [p[:, 0]]
+    for k in range(1, cfg.n_comp):  # running sum (a flat cumsum lowers to reduce_window on CPU)
+        cdf.append(cdf[-1] + p[:, k])
+    comp = jnp.minimum(jnp.sum(jnp.stack(cdf, axis=-1) < u[3 : 3 + N_PARAMS, None], axis=-1), cfg.n_comp - 1)
     a = jnp.take_along_axis(alpha, comp[:, None], axis=1)[:, 0]
     b = jnp.take_along_axis(beta, comp[:, None], axis=1)[:, 0]
     boost = u[3 + 2 * N_PARAMS :].reshape(2, N_PARAMS)
