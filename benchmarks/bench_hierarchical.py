@@ -1,12 +1,13 @@
 """Rollout throughput of the hierarchical (CHGFlowNet) and flat crystal samplers, energy model excluded.
 
 JAX: one jitted ``rollout`` (policy + sampling + constraints + orbit expansion at every step) per batch size,
-compile timed apart; ``states_per_s`` counts the transitions (2T hierarchical, T flat). Reference style: the
-same per-step work done the way the papers' code does it, on the host: numpy sampling of the group, lattice
-and
-atom, then pymatgen ``Structure.from_spacegroup`` and the 4 A neighbour search for the state graph at every
-step
-(no network at all, so it is a lower bound on the reference cost), timed on a few trajectories.
+compile timed apart; ``states_per_s`` counts the transitions (2T hierarchical, T flat). Policies: ``gcn``
+(default: paper 000 GCN on the orbit-reduced graph, T nodes), ``gcn_full`` (the same GCN on the full-cell
+graph, N_max nodes; only small batches, it is ~50x slower), ``megnet`` (orbit-reduced MEGNet), ``deepsets``,
+and a constant output (environment cost alone). Reference style: the same per-step work done the way the
+papers' code does it, on the host: numpy sampling of the group, lattice and atom, then pymatgen
+``Structure.from_spacegroup`` and the 4 A neighbour search for the state graph at every step (no network at
+all, so it is a lower bound on the reference cost), timed on a few trajectories.
 
     python -m benchmarks.bench_hierarchical [--quick]
 """
@@ -53,12 +54,18 @@ def main(quick: bool = False):
     cfg = HierarchicalConfig(num_steps=3, n_max=64)
     explore = Exploration.make(0.0, 1.0)
     batches = [1, 64, 1024] if quick else [1, 16, 256, 1024, 4096]
+    encoder_batches = {
+        "gcn": batches,
+        "gcn_full": [1, 16] if quick else [1, 16, 64],
+        "megnet": [1, 64] if quick else [1, 256, 1024],
+        "deepsets": batches,
+    }
     for name, env_cls in (("hierarchical", HierarchicalEnv), ("flat", FlatEnv)):
         env = env_cls(cfg)
-        for encoder in ("gcn", "deepsets"):
+        for encoder, enc_batches in encoder_batches.items():
             policy = make_hierarchical_policy(env, encoder=encoder, hidden=64)
             params = policy.init(jax.random.PRNGKey(0), init_states(env, 2))
-            for batch in batches:
+            for batch in enc_batches:
                 fn = jax.jit(
                     lambda k, b=batch, e=env, p=policy, w=params: rollout(k, e, p.apply, w, b, explore).final
                 )
@@ -74,6 +81,7 @@ def main(quick: bool = False):
                         unit="trajectories",
                         states_per_s=batch * env.max_steps / sec,
                         policy=f"{encoder} hidden 64",
+                        encoder=encoder,
                         num_steps=cfg.num_steps,
                         transitions=env.max_steps,
                         n_max=cfg.n_max,

@@ -24,6 +24,10 @@ position feature (then the encoder is invariant to a global translation of the s
 Readout (paper 000 sec. 4.1): max pooling over the real sites, then a two-layer MLP -> h_G [B, hidden].
 An empty cell (no real site, the GFlowNet's s0) pools to zeros and gives the finite h_G = MLP(0).
 
+Orbit-reduced graphs (:func:`hgfn_jax.policies.graph.build_orbit_graph`, the hierarchical policy's default):
+the same module on a graph with one node per orbit of a symmetric cell. Max pooling needs no multiplicity
+weights; with ``frac_mode="none"`` the output equals the full-cell one (tests/policies/test_orbit_encoders.py).
+
 Invariances (tests/policies/test_graph_encoders.py): permutation of the sites and the amount of padding
 always; a global translation of the fractional coordinates and the 2x1x1 supercell (same K neighbours) only
 for ``frac_mode="none"`` (absolute positions are deliberately visible to the policy otherwise: the next

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import jraph
 
-from hgfn_jax.crystal.geometry import neighbor_list
+from hgfn_jax.crystal.geometry import center_neighbor_list, neighbor_list
 from hgfn_jax.crystal.types import Crystal
 
 DEFAULT_K = 12  # paper 000 sec. 4.1
@@ -45,6 +45,9 @@ class CrystalGraph(NamedTuple):
     lattice: jnp.ndarray  # [B, 6] float32: a, b, c (Angstrom), alpha, beta, gamma (degrees)
     spacegroup: jnp.ndarray  # [B] int32
     truncated: jnp.ndarray  # [B] bool: the neighbour search window may have missed a neighbour
+    # [B, N] float32: number of cell sites each node stands for (orbit graphs, :func:`build_orbit_graph`);
+    # None = 1 for every node (the full graph). Used by the mean / attention readouts, never by max pooling.
+    multiplicity: jnp.ndarray | None = None
 
     @property
     def batch_size(self) -> int:
@@ -94,6 +97,82 @@ def build_graph(
     )
 
 
+def build_orbit_graph(
+    crystal: Crystal,
+    site_ref: jnp.ndarray,
+    num_ref: int,
+    k: int = DEFAULT_K,
+    cutoff: float = DEFAULT_CUTOFF,
+    max_images: int = 2,
+) -> CrystalGraph:
+    """Orbit-reduced (quotient) K-nearest-neighbour graph of a batch of symmetric crystals: one node per orbit.
+
+    ``crystal`` is a cell expanded from ``num_ref`` reference atoms by the operations of its space group
+    (:func:`hgfn_jax.crystal.orbit.expand_orbits_full`) and ``site_ref [B, N]`` that expansion's
+    ``ref_index`` (reference atom of every site, -1 for padding). Node r (r < num_ref) is the orbit of
+    reference atom r, represented by its FIRST site (the identity image, i.e. the wrapped reference position;
+    species and frac are that site's); it is real iff that site is present. Its K edges are the K nearest
+    periodic neighbours of the representative among ALL sites and images (exactly the edges of the
+    representative in :func:`build_graph`), and an edge's sender is the ORBIT of the neighbour site.
+    ``multiplicity [B, num_ref]`` = number of sites of each orbit present in the cell.
+
+    Why: the K-NN graph of a symmetric crystal is invariant under the group, so any message passing whose node
+    inputs are symmetry invariant (no absolute position: ``frac_mode="none"``) gives every site of an orbit
+    the same embedding as its representative, up to the choice among exactly equidistant neighbours. Then
+    max pooling over the N sites equals max pooling over the orbit nodes, and a mean / softmax over sites
+    equals the ``multiplicity``-weighted one over orbits: the GCN / MEGNet on this graph reproduce the
+    full-cell encoders (tests/policies/test_orbit_encoders.py) at a cost of num_ref N images for the
+    neighbour search and num_ref nodes for the network, instead of N^2 images and N nodes. With position
+    features each orbit is seen at its reference atom's position (the policy's own choices); that is not the
+    full-cell encoder, whose per-site position features are not symmetry invariant. Exactness also needs a
+    complete cell (``crystal.overflow`` False: a truncated orbit breaks the symmetry) and exact special
+    positions (merged orbit images lie within the merge tolerance of each other).
+
+    A cell without symmetry information is covered too: ``site_ref = arange(N)`` (masked) and
+    ``num_ref = N`` give :func:`build_graph` (up to ties).
+    """
+    crystal = ensure_batched(crystal)
+    site_ref = jnp.asarray(site_ref, jnp.int32)
+    if site_ref.ndim == 1:
+        site_ref = site_ref[None]
+    site_ref = jnp.where(crystal.mask, site_ref, -1)
+
+    def one(c: Crystal, sr: jnp.ndarray):
+        is_r = sr[None, :] == jnp.arange(num_ref, dtype=jnp.int32)[:, None]  # [T, N]
+        present = jnp.any(is_r, axis=1)  # [T]
+        rep = jnp.argmax(is_r, axis=1)  # [T] first site of each orbit
+        nl = center_neighbor_list(
+            c.lattice, c.frac[rep], jnp.where(present, rep, -1), present, c.frac, c.mask, k, cutoff, max_images
+        )
+        senders = sr[nl.idx]  # [T, K] orbit of the neighbour site (-1 only if masked)
+        edge_mask = nl.nbr_mask & (senders >= 0)
+        return (
+            jnp.where(present, c.species[rep], 0).astype(jnp.int32),
+            jnp.asarray(c.frac, jnp.float32)[rep],
+            present,
+            jnp.where(edge_mask, senders, 0).astype(jnp.int32),
+            jnp.where(edge_mask, nl.dist, 0.0).astype(jnp.float32),
+            edge_mask,
+            nl.truncated,
+            jnp.sum(is_r, axis=1).astype(jnp.float32),
+        )
+
+    species, frac, node_mask, senders, dist, edge_mask, truncated, mult = jax.vmap(one)(crystal, site_ref)
+    return CrystalGraph(
+        species=species,
+        frac=frac,
+        node_mask=node_mask,
+        senders=senders,
+        dist=dist,
+        edge_mask=edge_mask,
+        degree=jnp.sum(edge_mask, axis=-1).astype(jnp.int32),
+        lattice=jnp.asarray(crystal.lattice, jnp.float32),
+        spacegroup=jnp.asarray(crystal.spacegroup, jnp.int32),
+        truncated=truncated,
+        multiplicity=mult,
+    )
+
+
 def as_graph(x, k: int, cutoff: float, max_images: int) -> CrystalGraph:
     """``x`` itself if it is already a ``CrystalGraph`` (e.g. cached by the caller), else ``build_graph(x, ...)``."""
     return x if isinstance(x, CrystalGraph) else build_graph(x, k, cutoff, max_images)
@@ -115,9 +194,21 @@ def gaussian_rbf(
     return rbf * envelope[..., None]
 
 
+SELECT_GATHER_MAX_NODES = 8  # up to this many nodes (orbit graphs), gather by selects instead of a gather op
+
+
 def gather_senders(node_values: jnp.ndarray, senders: jnp.ndarray) -> jnp.ndarray:
-    """[B, N, K, F] value of the sending node of every edge, from node values [B, N, F], senders [B, N, K]."""
+    """[B, N, K, F] value of the sending node of every edge, from node values [B, N, F], senders [B, N, K].
+
+    For N <= ``SELECT_GATHER_MAX_NODES`` (the orbit-reduced graphs, N = T reference atoms) the gather is an
+    unrolled chain of selects, which XLA fuses with its consumers (several times faster on CPU than a gather
+    op on tiny operands); the values are identical."""
     b, n, k = senders.shape
+    if node_values.shape[1] <= SELECT_GATHER_MAX_NODES:
+        out = jnp.broadcast_to(node_values[:, None, None, 0, :], (b, n, k, node_values.shape[-1]))
+        for j in range(1, node_values.shape[1]):
+            out = jnp.where((senders == j)[..., None], node_values[:, None, None, j, :], out)
+        return out
     flat = jnp.take_along_axis(node_values, senders.reshape(b, n * k, 1), axis=1)  # [B, N K, F]
     return flat.reshape(b, n, k, node_values.shape[-1])
 

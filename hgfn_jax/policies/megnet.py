@@ -19,6 +19,9 @@ Set2Set over the real nodes and over the real edges (``readout="set2set"``, 3 st
 (``readout="mean"``), concatenated with u, then a 2-layer MLP -> [B, hidden].
 
 An empty cell (s0) has no real node or edge: every pooled term is 0 and the output stays finite.
+On an orbit-reduced graph (``graph.build_orbit_graph``, ``multiplicity`` set) every mean and Set2Set
+attention over nodes / edges is weighted by the orbit multiplicities, so with symmetry-invariant node inputs
+(``frac_mode="none"``) the output equals that of the full cell.
 Invariances: as the GCN (see :mod:`hgfn_jax.policies.gcn`): site permutation and padding always; global
 translation and the 2x1x1 supercell (same K neighbours) only for ``frac_mode="none"`` (means and Set2Set
 attention are unchanged when every node and edge is duplicated).
@@ -62,10 +65,14 @@ class _MLP(nn.Module):
         return shifted_softplus(nn.Dense(self.hidden)(x))
 
 
-def _segment_mean(data: jnp.ndarray, mask: jnp.ndarray, segment_ids: jnp.ndarray, num_segments: int):
-    """Masked mean of rows of ``data`` [E, F] per segment -> [S, F] (0 for segments with no real row)."""
-    total = jraph.segment_sum(jnp.where(mask[:, None], data, 0.0), segment_ids, num_segments)
-    count = jraph.segment_sum(mask.astype(data.dtype), segment_ids, num_segments)
+def _segment_mean(
+    data: jnp.ndarray, mask: jnp.ndarray, segment_ids: jnp.ndarray, num_segments: int, weight=None
+):
+    """Masked (optionally ``weight``-ed, [E]) mean of rows of ``data`` [E, F] per segment -> [S, F] (0 for
+    segments with no real row)."""
+    w = mask.astype(data.dtype) if weight is None else jnp.where(mask, weight, 0.0).astype(data.dtype)
+    total = jraph.segment_sum(jnp.where(mask[:, None], data * w[:, None], 0.0), segment_ids, num_segments)
+    count = jraph.segment_sum(w, segment_ids, num_segments)
     return total / jnp.maximum(count, 1.0)[:, None]
 
 
@@ -75,7 +82,8 @@ class MEGNetBlock(nn.Module):
     hidden: int
 
     @nn.compact
-    def __call__(self, nodes, edges, globals_, flat):
+    def __call__(self, nodes, edges, globals_, flat, node_weight=None, edge_weight=None):
+        """node_weight [B N] / edge_weight [B N K]: multiplicities of orbit graphs (None = 1) for the means."""
         gt = flat.graph
         n_nodes, n_graphs = nodes.shape[0], globals_.shape[0]
         # Bond update (eq. 10).
@@ -88,8 +96,8 @@ class MEGNetBlock(nn.Module):
         v_in = jnp.concatenate([e_mean, nodes, globals_[flat.node_graph]], axis=-1)  # [B N, 3H]
         v_new = jnp.where(flat.node_mask[:, None], _MLP(self.hidden, name="phi_v")(v_in), 0.0)  # [B N, H]
         # State update: means over the real bonds and atoms of each graph.
-        u_e = _segment_mean(e_new, flat.edge_mask, flat.edge_graph, n_graphs)  # [B, H]
-        u_v = _segment_mean(v_new, flat.node_mask, flat.node_graph, n_graphs)  # [B, H]
+        u_e = _segment_mean(e_new, flat.edge_mask, flat.edge_graph, n_graphs, edge_weight)  # [B, H]
+        u_v = _segment_mean(v_new, flat.node_mask, flat.node_graph, n_graphs, node_weight)  # [B, H]
         u_new = _MLP(self.hidden, name="phi_u")(jnp.concatenate([u_e, u_v, globals_], axis=-1))  # [B, H]
         nodes = jnp.where(flat.node_mask[:, None], nodes + v_new, 0.0)
         edges = jnp.where(flat.edge_mask[:, None], edges + e_new, 0.0)
@@ -100,12 +108,14 @@ class Set2Set(nn.Module):
     """Set2Set readout (Vinyals et al. 2016) over masked sets: x [B, M, H], mask [B, M] -> [B, 2H].
 
     q_t = LSTM(q*_{t-1}); a_i = softmax_i(x_i . q_t) over the real members; r_t = sum_i a_i x_i;
-    q*_t = [q_t, r_t]. A set with no real member gives r_t = 0 (finite)."""
+    q*_t = [q_t, r_t]. A set with no real member gives r_t = 0 (finite). Optional ``weight`` [B, M] > 0:
+    member i counts as ``weight_i`` identical copies (a_i proportional to weight_i exp(x_i . q_t)); the orbit
+    graphs use it to reproduce the readout of the full cell."""
 
     steps: int = 3
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, mask: jnp.ndarray, weight: jnp.ndarray | None = None) -> jnp.ndarray:
         b, _, h = x.shape
         cell = nn.LSTMCell(h, name="lstm")
         carry = (jnp.zeros((b, h), x.dtype), jnp.zeros((b, h), x.dtype))
@@ -115,10 +125,20 @@ class Set2Set(nn.Module):
             logits = jnp.einsum("bmh,bh->bm", x, q)  # [B, M]
             top = masked_max(logits, mask, axis=1)  # [B]
             w = jnp.where(mask, jnp.exp(jnp.where(mask, logits - top[:, None], 0.0)), 0.0)
+            if weight is not None:
+                w = w * weight
             a = w / jnp.maximum(jnp.sum(w, axis=1, keepdims=True), 1e-30)  # [B, M]
             r = jnp.einsum("bm,bmh->bh", a, x)
             q_star = jnp.concatenate([q, r], axis=-1)
         return q_star
+
+
+def _weighted_mean(x: jnp.ndarray, mask: jnp.ndarray, weight: jnp.ndarray | None) -> jnp.ndarray:
+    """[B, M, H] -> [B, H]: masked mean over M, each member counted ``weight`` [B, M] times (None = 1)."""
+    if weight is None:
+        return masked_mean(x, mask, axis=1)
+    w = jnp.where(mask, weight, 0.0)[..., None]
+    return jnp.sum(x * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
 
 
 class MEGNetEncoder(nn.Module):
@@ -153,17 +173,30 @@ class MEGNetEncoder(nn.Module):
         flat = to_graphs_tuple(graph)
         nodes = v.reshape(b * n, h)
         edges = jnp.where(flat.edge_mask[:, None], e.reshape(b * n * k, h), 0.0)
+        # Orbit graphs (graph.multiplicity): node r stands for mult_r identical sites, each with the same K
+        # edges, so every mean / attention over nodes or edges is weighted by it (the receiver's for edges).
+        mult = graph.multiplicity
+        node_w = None if mult is None else jnp.asarray(mult, jnp.float32)  # [B, N]
+        edge_w = None if mult is None else jnp.broadcast_to(node_w[:, :, None], (b, n, k))  # [B, N, K]
         for layer in range(self.layers):
-            nodes, edges, u = MEGNetBlock(h, name=f"block_{layer}")(nodes, edges, u, flat)
+            nodes, edges, u = MEGNetBlock(h, name=f"block_{layer}")(
+                nodes,
+                edges,
+                u,
+                flat,
+                None if mult is None else node_w.reshape(-1),
+                None if mult is None else edge_w.reshape(-1),
+            )
         nodes = nodes.reshape(b, n, h)
         edges = edges.reshape(b, n * k, h)
         edge_mask = graph.edge_mask.reshape(b, n * k)
+        edge_w = None if mult is None else edge_w.reshape(b, n * k)
         if self.readout == "set2set":
-            pv = Set2Set(self.set2set_steps, name="set2set_nodes")(nodes, graph.node_mask)  # [B, 2H]
-            pe = Set2Set(self.set2set_steps, name="set2set_edges")(edges, edge_mask)  # [B, 2H]
+            pv = Set2Set(self.set2set_steps, name="set2set_nodes")(nodes, graph.node_mask, node_w)  # [B, 2H]
+            pe = Set2Set(self.set2set_steps, name="set2set_edges")(edges, edge_mask, edge_w)  # [B, 2H]
         elif self.readout == "mean":
-            pv = masked_mean(nodes, graph.node_mask, axis=1)  # [B, H]
-            pe = masked_mean(edges, edge_mask, axis=1)  # [B, H]
+            pv = _weighted_mean(nodes, graph.node_mask, node_w)  # [B, H]
+            pe = _weighted_mean(edges, edge_mask, edge_w)  # [B, H]
         else:
             raise ValueError(f"readout must be 'set2set' or 'mean', got {self.readout!r}")
         x = jnp.concatenate([pv, pe, u], axis=-1)

@@ -375,3 +375,28 @@ def test_hier_rollout_with_hierarchical_policy_no_retrace_no_nan(env_cls, rng, d
 
     grads = jax.jit(jax.grad(tb_terms))(params, rng())
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(grads))
+
+
+def test_hier_step_batch_equals_vmapped_step(rng):
+    """The batched step (which skips the orbit expansion on group transitions) is bitwise the vmapped step,
+    on lockstep batches of every step, on mixed batches and on terminal states."""
+    env = HierarchicalEnv(HierarchicalConfig(num_steps=3, n_max=48))
+    policy = make_hierarchical_policy(env, encoder="deepsets", hidden=16, head_hidden=(16,))
+    params = policy.init(rng(), jax.tree.map(lambda x: x[None], env.init()))
+    traj = jax.jit(
+        lambda k: rollout(k, env, policy.apply, params, 32, Exploration.make(0.2, 1.0), return_states=True)
+    )(rng())
+    at = lambda tree, t: jax.tree.map(lambda x: x[:, t], tree)  # noqa: E731
+    batches = [(at(traj.states, t), at(traj.actions, t)) for t in range(env.max_steps)]
+    batches.append(tuple(jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), (traj.states, traj.actions))))
+    batches.append((traj.final, at(traj.actions, 0)))
+    batched, vmapped = jax.jit(env.step_batch), jax.jit(jax.vmap(env.step))
+    for states, actions in batches:
+        got, want = jax.tree.leaves(batched(states, actions)), jax.tree.leaves(vmapped(states, actions))
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # site_ref: provenance of every site of the expanded cell (-1 = padding)
+    sr, mask = np.asarray(traj.final.site_ref), np.asarray(traj.final.crystal.mask)
+    assert np.all((sr >= 0) == mask) and np.all(sr < env.T)
+    ref_z = np.take_along_axis(np.asarray(traj.final.ref_species), np.maximum(sr, 0), axis=1)
+    np.testing.assert_array_equal(np.where(mask, ref_z, 0), np.asarray(traj.final.crystal.species))

@@ -12,7 +12,8 @@ policy output stays one flat vector per state:
     lattice system, ``crystal.constraints``; monoclinic beta free, R groups in hexagonal axes), ONE new
     reference atom's fractional coordinates and its element (categorical under the composition mask). The
     group's constraints are applied (tied parameters copied, fixed angles set) and the cell is re-expanded
-    with the group's operations (``crystal.orbit.expand_orbits``; ``crystal.overflow`` is set when the cell
+    with the group's operations (``crystal.orbit.expand_orbits_full``, which also records each site's
+    reference atom in ``state.site_ref`` for the orbit-reduced encoders; ``crystal.overflow`` is set when the cell
     has more than ``n_max`` sites: the reward must penalise it, it is never silent). ``2 T`` transitions,
     done after the last.
 
@@ -60,7 +61,7 @@ import numpy as np
 
 from hgfn_jax.crystal import constraints as cons
 from hgfn_jax.crystal.elements import atomic_numbers
-from hgfn_jax.crystal.orbit import expand_orbits
+from hgfn_jax.crystal.orbit import expand_orbits_full
 from hgfn_jax.crystal.types import Crystal
 from hgfn_jax.envs.hierarchical import distributions as dist
 from hgfn_jax.envs.hierarchical.types import HierarchicalAction, HierarchicalState
@@ -169,6 +170,7 @@ class _CrystalTransitions:
             ref_frac=jnp.zeros((t, 3), jnp.float32),
             ref_mask=jnp.zeros((t,), bool),
             crystal=crystal,
+            site_ref=jnp.full((self.n_max,), -1, jnp.int32),
             num_atoms=jnp.asarray(0, jnp.int32),
             phase=jnp.asarray(0, jnp.int32),
             done=jnp.asarray(False),
@@ -267,7 +269,7 @@ class _CrystalTransitions:
         ref_element = state.ref_element.at[i].set(action.element_index)
         ref_frac = state.ref_frac.at[i].set(action.frac)
         ref_mask = state.ref_mask.at[i].set(True)
-        crystal = expand_orbits(
+        expansion = expand_orbits_full(
             ref_frac, ref_species, ref_mask, group, self.n_max, self.config.orbit_tol, lattice
         )
         n = i + 1
@@ -282,7 +284,8 @@ class _CrystalTransitions:
             ref_element=ref_element,
             ref_frac=ref_frac,
             ref_mask=ref_mask,
-            crystal=crystal,
+            crystal=expansion.crystal,
+            site_ref=expansion.ref_index,
             num_atoms=n,
             phase=jnp.asarray(0, jnp.int32),
             done=n >= self.T,
@@ -346,6 +349,28 @@ class HierarchicalEnv(_CrystalTransitions, Environment):
         placed = self.place(state, jnp.maximum(state.group_index, 0), action)
         new = tree_where(state.phase == 0, chosen, placed)
         return tree_where(state.done, state, new)
+
+    def step_batch(self, states: HierarchicalState, actions: HierarchicalAction) -> HierarchicalState:
+        """Batched :meth:`step` that skips the placement (lattice constraints + orbit expansion) when no live
+        state of the batch is in phase 1, i.e. on the group transitions of a rollout (all trajectories move in
+        lockstep from s0): ``step`` evaluates both branches and selects, so half of its expansions are
+        discarded. Same values as ``jax.vmap(self.step)`` (a real branch under jit; under an outer vmap both
+        branches run and select)."""
+
+        def choose_only(state, action):
+            chosen = state.replace(
+                spacegroup=jnp.asarray(self.groups)[action.group_index],
+                group_index=action.group_index,
+                phase=jnp.asarray(1, jnp.int32),
+            )
+            return tree_where(state.done, state, chosen)  # no live phase-1 state in this branch
+
+        need_place = jnp.any((states.phase == 1) & ~states.done)
+        return jax.lax.cond(
+            need_place,
+            lambda: jax.vmap(self.step)(states, actions),
+            lambda: jax.vmap(choose_only)(states, actions),
+        )
 
     def log_pb(self, bwd_out, next_state, action, prev_state) -> jnp.ndarray:
         return jnp.where(prev_state.phase == 0, 0.0, self.backward_log_prob(bwd_out, next_state, prev_state))

@@ -15,10 +15,22 @@ interpret (layout in ``env.py``):
 The output layers are zero-initialised, so the untrained policy is uniform over groups / allowed elements and
 close to the reference measure on the continuous choices (``distributions.py``).
 
-Encoders: ``"gcn"`` (paper 000, ``policies.gcn.GCNEncoder``), ``"megnet"`` (paper 002,
-``policies.megnet.MEGNetEncoder``) or ``"deepsets"`` (masked mean + max of per-site MLP features; cheap, used
-by the tests). All run on the expanded cell ``state.crystal`` (padded to N_max; overflowed cells are
-encoded from the sites present).
+Encoders (``encoder=``):
+
+- ``"gcn"`` (default; paper 000 GCN, ``policies.gcn.GCNEncoder``) and ``"megnet"`` (paper 002,
+  ``policies.megnet.MEGNetEncoder``) run on the ORBIT-REDUCED graph of the expanded cell
+  (``policies.graph.build_orbit_graph``): one node per reference atom (T nodes instead of N_max sites), each
+  with the K nearest neighbours of its representative site among all sites and periodic images, senders
+  mapped to their orbits (``state.site_ref``). The K-NN graph of a symmetric cell is invariant under the
+  group, so with symmetry-invariant node inputs this equals the encoder on the full cell (max pooling over
+  sites = max over orbits; MEGNet's means / Set2Set are weighted by the orbit multiplicities); with the
+  default position features (``frac_mode="fourier"``) every orbit is seen at its reference atom's position.
+  Cost ~ T N_max images per cell for the neighbour search instead of N_max^2 (tens of times faster).
+- ``"gcn_full"`` / ``"megnet_full"``: the same modules (same parameter tree) on the full-cell graph
+  (``policies.graph.build_graph``, N_max nodes, per-site positions).
+- ``"deepsets"`` (masked mean + max of per-site MLP features; cheap, used by the tests).
+
+Overflowed cells are encoded from the sites present.
 """
 
 from __future__ import annotations
@@ -52,18 +64,34 @@ class DeepSetsEncoder(nn.Module):
         return nn.Dense(self.hidden)(jnp.concatenate([mean, mx], -1))
 
 
+ENCODERS = ("gcn", "megnet", "gcn_full", "megnet_full", "deepsets")
+ORBIT_ENCODERS = ("gcn", "megnet")  # run on build_orbit_graph(state.crystal, state.site_ref)
+
+
 def _make_encoder(name: str, hidden: int, layers: int) -> nn.Module:
     if name == "deepsets":
         return DeepSetsEncoder(hidden)
-    if name == "gcn":
+    if name in ("gcn", "gcn_full"):
         from hgfn_jax.policies.gcn import GCNEncoder
 
         return GCNEncoder(hidden=hidden, layers=layers)
-    if name == "megnet":
+    if name in ("megnet", "megnet_full"):
         from hgfn_jax.policies.megnet import MEGNetEncoder
 
         return MEGNetEncoder(hidden=hidden, layers=layers)
-    raise ValueError(f"unknown encoder {name!r}: expected 'gcn', 'megnet' or 'deepsets'")
+    raise ValueError(f"unknown encoder {name!r}: expected one of {ENCODERS}")
+
+
+def encode_cells(enc: nn.Module, name: str, states) -> jnp.ndarray:
+    """[B, H] cell embedding of a batch of hierarchical states with encoder module ``enc`` named ``name``."""
+    if name in ORBIT_ENCODERS:
+        from hgfn_jax.policies.graph import build_orbit_graph
+
+        graph = build_orbit_graph(
+            states.crystal, states.site_ref, states.ref_mask.shape[-1], enc.k, enc.cutoff, enc.max_images
+        )
+        return enc(graph)
+    return enc(states.crystal)
 
 
 class HierarchicalPolicy(nn.Module):
@@ -81,7 +109,7 @@ class HierarchicalPolicy(nn.Module):
     @nn.compact
     def __call__(self, states):
         enc = _make_encoder(self.encoder, self.hidden, self.layers)
-        h_cell = enc(states.crystal)  # [B, H]
+        h_cell = encode_cells(enc, self.encoder, states)  # [B, H]
         h_lat = LatticeMLP(self.hidden, name="lattice")(states.lattice)
         sg_embed = SpaceGroupEmbedding(self.hidden, name="spacegroup")
         h_prev = sg_embed(states.lattice_group)
@@ -108,7 +136,10 @@ class HierarchicalPolicy(nn.Module):
 def make_hierarchical_policy(
     env, encoder: str = "gcn", hidden: int = 64, layers: int = 3, head_hidden: Sequence[int] = (128,)
 ) -> Policy:
-    """``Policy(init, apply)`` wrapping :class:`HierarchicalPolicy` for ``env`` (hierarchical or flat)."""
+    """``Policy(init, apply)`` wrapping :class:`HierarchicalPolicy` for ``env`` (hierarchical or flat).
+    ``encoder``: one of ``ENCODERS`` (module docstring)."""
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r}: expected one of {ENCODERS}")
     module = HierarchicalPolicy(
         num_groups=env.G,
         al_dim=env.fwd_dim - env.G,

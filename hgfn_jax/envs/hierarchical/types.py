@@ -33,6 +33,7 @@ class HierarchicalState:
     ref_frac: jnp.ndarray  # [T, 3] float32: fractional coordinates in [0, 1) of the reference atoms
     ref_mask: jnp.ndarray  # [T] bool: reference atom placed (a prefix: the first num_atoms entries)
     crystal: Crystal  # expanded cell (N_max sites, mask, overflow flag) of the atoms under lattice_group
+    site_ref: jnp.ndarray  # [N_max] int32: reference atom (orbit) each site of ``crystal`` came from, -1 padding
     num_atoms: jnp.ndarray  # [] int32: reference atoms placed = completed hierarchical steps
     phase: jnp.ndarray  # [] int32: 0 = the next transition picks a group, 1 = it picks lattice + atom
     done: jnp.ndarray  # [] bool: terminal (num_atoms == T)
