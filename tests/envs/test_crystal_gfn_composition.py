@@ -83,13 +83,31 @@ def test_in_jit_wyckoff_tracker_matches_host(rng):
         assert (w != 0) == (wy.reach(tab.trans.__array__()[r], c) != 0)
 
 
-def _smact_ok(symbols, counts) -> bool:
+def _smact_ok(symbols, counts, oxidation_states_set=None) -> bool:
+    """SMACT's own verdict; ``None`` is its default set (our "smact_default")."""
     from smact.screening import smact_validity
 
     formula = "".join(f"{s}{int(n)}" for s, n in zip(symbols, counts, strict=True) if n > 0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return bool(smact_validity(formula, use_pauling_test=False, include_alloys=True))
+        return bool(smact_validity(formula, use_pauling_test=False, include_alloys=True,
+                                   oxidation_states_set=oxidation_states_set))
+
+
+@pytest.mark.parametrize("name", ["icsd24", "smact14"])
+def test_named_oxidation_sets_match_smact(name):
+    """A named set means exactly SMACT's set of that name (SMACT's named "icsd24" is narrower than its default:
+    the two must not be confused), host rule and in-jit bitset alike."""
+    env = CrystalGFN(spacegroups=(1,), oxidation_states=name)
+    counts = _random_counts(np.random.default_rng(5), 200, len(env.elements), 16, max_k=3)
+    host = comp.valid_host(env.comp_config, env.wyckoff, 0, counts, comp.oxidation_states(env.elements, name))
+    in_jit = np.asarray(jax.jit(jax.vmap(
+        lambda c: comp.is_valid(env.comp, jnp.int32(0), _build_state_full(env.comp, jnp.int32(0), c))
+    ))(jnp.asarray(counts)))
+    ref = np.array([_smact_ok(env.elements, c, name) for c in counts])
+    assert 0.05 < ref.mean() < 0.95
+    np.testing.assert_array_equal(host, ref)
+    np.testing.assert_array_equal(in_jit, ref)
 
 
 def test_charge_rule_matches_smact_host_and_jit():
@@ -99,7 +117,7 @@ def test_charge_rule_matches_smact_host_and_jit():
     tab = env.comp
     # SMACT enumerates every oxidation-state combination in Python: <= 3 elements keeps it fast
     counts = _random_counts(np.random.default_rng(3), 300, len(env.elements), 16, max_k=3)
-    ox = comp.oxidation_states(env.elements, "icsd24")
+    ox = comp.oxidation_states(env.elements, "smact_default")
     host = comp.valid_host(env.comp_config, env.wyckoff, 0, counts, ox)
 
     def run(cnt):
@@ -155,7 +173,7 @@ def test_chain_mask_no_dead_end_and_valid_terminals():
         counts, min_allowed = _walk_compositions(env, row, 256, seed=group)
         assert min_allowed >= 1  # every visited state had an allowed action (stop included)
         ok = comp.valid_host(env.comp_config, env.wyckoff, row, counts,
-                             comp.oxidation_states(env.elements, "icsd24"))
+                             comp.oxidation_states(env.elements, "smact_default"))
         assert ok.all(), counts[~ok]
         small = [c for c in counts if (c > 0).sum() <= 3][:10]
         assert all(_smact_ok(env.elements, c) for c in small)
@@ -169,7 +187,7 @@ def test_strict_neutrality_chain_mode_no_dead_end():
         row = int(np.nonzero(env.spacegroups == g)[0][0])
         counts, min_allowed = _walk_compositions(env, row, 128, seed=g)
         assert min_allowed >= 1
-        ox = comp.oxidation_states(env.elements, "icsd24")
+        ox = comp.oxidation_states(env.elements, "smact_default")
         assert comp._neutral_host(counts, ox).all()
         assert all(env.composition_valid(g, c) for c in counts)
 
@@ -204,7 +222,7 @@ def test_small_config_reachable_set(mode):
     elements, cap, groups = ("Li", "Fe", "O", "F"), 4, (2, 221)
     env = CrystalGFN(elements=elements, spacegroups=groups, max_per_element=cap, composition_mode=mode,
                      allow_elemental=False, allow_alloys=False)
-    ox = comp.oxidation_states(elements, "icsd24")
+    ox = comp.oxidation_states(elements, "smact_default")
     grid = np.stack(np.meshgrid(*[np.arange(cap + 1)] * len(elements), indexing="ij"), -1).reshape(-1, len(elements))
     for row, g in enumerate(env.spacegroups):
         valid = {tuple(c) for c in grid if env.composition_valid(int(g), c)}

@@ -10,8 +10,11 @@ of atoms ``n`` in ``1..cap``, or stop. A composition is *valid* (stop allowed) i
    path, ``allow_elemental``), an all-metal composition is valid (``allow_alloys``, SMACT's ``include_alloys``),
    otherwise some choice of ONE oxidation state per element makes ``sum_e n_e * ox_e == 0``.
 
-Oxidation states: SMACT's default set of ``smact_validity`` (ICSD 2024, consensus 3, commonality "low",
-``oxidation_states="icsd24"``), or any named SMACT set ("icsd16", "smact14", "pymatgen_sp", "wiki"). Paper 001
+Oxidation states: SMACT's default set of ``smact_validity`` (ICSD 2024 filtered with consensus 3, commonality
+"low", i.e. ``smact_validity(..., oxidation_states_set=None)``; ours is ``oxidation_states="smact_default"``), or any
+named SMACT set ("icsd24", "icsd16", "smact14", "pymatgen_sp", "wiki", same names and lists as SMACT's
+``oxidation_states_set``). Beware: SMACT's NAMED set "icsd24" (``Element.oxidation_states_icsd24``) is narrower
+than its default (e.g. Fe 1..6 against -4, 1..6; O -2, -1 against -2, -1, 2). Paper 001
 trained with the Mila gflownet ``OXIDATION_STATES`` table (a wider, Wikipedia-like list that includes 0 for most
 elements, checked per ATOM); App. C reports that only 84 % of its samples then pass SMACT. Here the mask and the
 validity rule are SMACT's own, so every terminal composition passes the (non-Pauling) SMACT test.
@@ -49,7 +52,7 @@ from hgfn_jax.crystal import elements as elm
 from hgfn_jax.envs.crystal_gfn import wyckoff as wy
 from hgfn_jax.envs.crystal_gfn.types import CompositionState
 
-OXIDATION_SETS = ("icsd24", "icsd16", "smact14", "pymatgen_sp", "wiki")
+OXIDATION_SETS = ("smact_default", "icsd24", "icsd16", "smact14", "pymatgen_sp", "wiki")
 EXACT_MAX_STATES = 1 << 13  # exact mode when the composition lattice has at most this many points
 
 
@@ -65,12 +68,13 @@ def _oxidation_dict(name: str) -> dict[str, tuple[int, ...]]:
         import smact
         from smact.utils.oxidation import ICSD24OxStatesFilter
 
-        if name == "icsd24":  # what smact_validity uses when no set is named (ICSD24FilterConfig defaults)
+        if name == "smact_default":  # what smact_validity uses when no set is named (ICSD24FilterConfig defaults)
             df = ICSD24OxStatesFilter().filter(consensus=3, include_zero=False, commonality="low")
             return {
                 str(r["element"]): tuple(int(x) for x in str(r["oxidation_state"]).split()) for _, r in df.iterrows()
             }
         attr = {
+            "icsd24": "oxidation_states_icsd24",
             "icsd16": "oxidation_states_icsd16",
             "smact14": "oxidation_states_smact14",
             "pymatgen_sp": "oxidation_states_sp",
@@ -88,7 +92,7 @@ def _oxidation_dict(name: str) -> dict[str, tuple[int, ...]]:
         return out
 
 
-def oxidation_states(symbols: Sequence[str], name: str = "icsd24") -> list[tuple[int, ...]]:
+def oxidation_states(symbols: Sequence[str], name: str = "smact_default") -> list[tuple[int, ...]]:
     """Oxidation states of each element in SMACT's set ``name`` (empty tuple when SMACT lists none)."""
     if name not in OXIDATION_SETS:
         raise ValueError(f"unknown oxidation-state set {name!r}; choose one of {OXIDATION_SETS}")
@@ -126,7 +130,7 @@ class CompositionConfig:
     max_atoms: int  # total atoms (paper: 80)
     min_distinct: int  # paper / Mila: 1
     max_distinct: int  # paper: 5
-    oxidation_set: str = "icsd24"
+    oxidation_set: str = "smact_default"
     allow_elemental: bool = True
     allow_alloys: bool = True
     mode: str = "auto"  # "auto", "exact" or "chain"

@@ -93,7 +93,7 @@ class CrystalGFN(Environment):
         min_incr: float = 0.1,
         beta_min: float = 0.1,
         beta_max: float = 100.0,
-        oxidation_states: str = "icsd24",
+        oxidation_states: str = "smact_default",
         allow_elemental: bool = True,
         allow_alloys: bool = True,
         composition_mode: str = "auto",
