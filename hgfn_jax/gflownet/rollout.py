@@ -146,11 +146,17 @@ def _replay_log_probs(env: Environment, policy_apply: PolicyApply, params, aux):
     fwd, bwd = policy_apply(params, jax.tree.map(lambda x: flat(x, n_t + 1), all_states))
     fwd = jnp.reshape(fwd, (n_t + 1, n_b) + fwd.shape[1:])
     bwd = jnp.reshape(bwd, (n_t + 1, n_b) + bwd.shape[1:])
-    prev = jax.tree.map(lambda x: flat(x, n_t), trail)
-    nxt = jax.tree.map(lambda x: flat(x[1:], n_t), all_states)
-    acts = jax.tree.map(lambda x: flat(x, n_t), actions)
-    lpf = env.log_pf_batch(flat(fwd[:-1], n_t), prev, acts).reshape(n_t, n_b)
-    lpb = env.log_pb_batch(flat(bwd[1:], n_t), nxt, acts, prev).reshape(n_t, n_b)
+    # Dead transitions (taken from an already terminal state) are masked to 0 below, but their log-probabilities
+    # may be NaN (zeroed actions): a masked NaN still poisons the gradient (0 * NaN). They are evaluated on the
+    # trajectory's first transition instead (always live), whose finite values the mask then discards.
+    def live_or_first(x):  # [T, B, ...]
+        return jnp.where(jnp.reshape(live, live.shape + (1,) * (x.ndim - 2)), x, x[:1])
+
+    prev = jax.tree.map(lambda x: flat(live_or_first(x), n_t), trail)
+    nxt = jax.tree.map(lambda x: flat(live_or_first(x[1:]), n_t), all_states)
+    acts = jax.tree.map(lambda x: flat(live_or_first(x), n_t), actions)
+    lpf = env.log_pf_batch(flat(live_or_first(fwd[:-1]), n_t), prev, acts).reshape(n_t, n_b)
+    lpb = env.log_pb_batch(flat(live_or_first(bwd[1:]), n_t), nxt, acts, prev).reshape(n_t, n_b)
     return (jnp.where(live, lpf, 0.0).astype(jnp.float32), jnp.where(live, lpb, 0.0).astype(jnp.float32))
 
 

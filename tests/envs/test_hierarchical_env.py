@@ -120,6 +120,22 @@ def test_hier_frac_density_matches_image_sum_and_integrates_to_one(rng):
     assert dist.TRUNCATION_BOUND < 2e-6
 
 
+@pytest.mark.parametrize("w_logit", [-30.0, 0.0, 14.0, 30.0])
+def test_hier_frac_log_prob_gradient_finite_for_saturated_mixture_weight(w_logit):
+    """Uniform weight w = sigmoid(raw[9] + 4) rounds to 1 in float32 for large logits: the log-density stays the
+    float64 mixture formula and its gradient finite (log1p(-w) = -inf made it NaN and poisoned training)."""
+    raw = np.asarray([0.3, 0.9, 0.1, -1.5, -1.0, -2.0, 1.5, -0.8, 0.6, 0.0], np.float32)
+    raw[9] = w_logit - 4.0
+    x = np.asarray([0.61, 0.14, 0.98], np.float32)
+    mu, chol, _ = (np.asarray(a, np.float64) for a in dist.frac_params(jnp.asarray(raw)))
+    wn = _wrapped_normal_reference(x[None].astype(float), mu, chol @ chol.T)[0]
+    log_w, log_1mw = -np.logaddexp(0.0, -float(w_logit)), -np.logaddexp(0.0, float(w_logit))
+    ref = np.logaddexp(log_w, log_1mw + np.log(wn))
+    assert float(dist.frac_log_prob(jnp.asarray(x), jnp.asarray(raw))) == pytest.approx(ref, abs=1e-4)
+    grad = np.asarray(jax.grad(dist.frac_log_prob, argnums=1)(jnp.asarray(x), jnp.asarray(raw)))
+    assert np.all(np.isfinite(grad))
+
+
 def test_hier_samplers_follow_their_densities(rng):
     n = 20_000
     for m, s in TN_PARAMS[:4]:

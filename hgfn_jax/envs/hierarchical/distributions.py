@@ -178,8 +178,11 @@ def wrapped_normal_log_prob(x: jnp.ndarray, mu: jnp.ndarray, chol: jnp.ndarray) 
 
 def frac_log_prob(x: jnp.ndarray, raw: jnp.ndarray) -> jnp.ndarray:
     """Log density on the torus of the uniform / wrapped-normal mixture with raw parameters ``raw [10]``."""
-    mu, chol, w = frac_params(raw)
-    return jnp.logaddexp(jnp.log(w), jnp.log1p(-w) + wrapped_normal_log_prob(x, mu, chol))
+    mu, chol, _ = frac_params(raw)
+    # log w and log(1 - w) from the logit: w = sigmoid(z) rounds to 1 in float32 for z > ~17, where log1p(-w) would
+    # be -inf and its gradient (0 * inf inside logaddexp) NaN even though the density itself is finite
+    z = raw[..., 9] + 4.0
+    return jnp.logaddexp(jax.nn.log_sigmoid(z), jax.nn.log_sigmoid(-z) + wrapped_normal_log_prob(x, mu, chol))
 
 
 def frac_sample(key: jax.Array, raw: jnp.ndarray) -> jnp.ndarray:
