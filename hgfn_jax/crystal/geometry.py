@@ -173,6 +173,21 @@ class NeighborList(NamedTuple):
     truncated: jnp.ndarray  # [] bool: the image window may have missed a neighbour; raise max_images
 
 
+def _check_k(k: int, n: int, n_img: int, max_images: int) -> None:
+    if k > n * n_img - 1:
+        raise ValueError(
+            f"k={k} exceeds the {n * n_img - 1} candidate neighbours of N={n}, max_images={max_images}"
+        )
+
+
+def _truncated(centre_mask, nbr_mask, dist, cutoff, reduced, max_images: int) -> jnp.ndarray:
+    """Certificate shared by the neighbour searches: True if some real centre's search radius (its K-th
+    distance if K were found, else ``cutoff``) exceeds the image window's coverage (max_images + 0.5) min h_i."""
+    radius = jnp.where(nbr_mask[:, -1], dist[:, -1], jnp.asarray(cutoff, jnp.float32))
+    coverage = (max_images + 0.5) * jnp.min(reciprocal_heights(reduced))
+    return jnp.any(centre_mask & (radius > coverage))
+
+
 def neighbor_list(crystal: Crystal, k: int, cutoff: float, max_images: int = 2) -> NeighborList:
     """K nearest neighbours of each site among all periodic images within ``cutoff`` (one crystal).
 
@@ -190,10 +205,7 @@ def neighbor_list(crystal: Crystal, k: int, cutoff: float, max_images: int = 2) 
     n = crystal.n_max
     g = _image_grid(max_images)  # [G, 3]
     n_img = g.shape[0]
-    if k > n * n_img - 1:
-        raise ValueError(
-            f"k={k} exceeds the {n * n_img - 1} candidate neighbours of N={n}, max_images={max_images}"
-        )
+    _check_k(k, n, n_img, max_images)
     _, reduced, to_reduced = reduced_frame(crystal.lattice)
     x, y, z, dred = _pair_components(reduced, to_reduced, crystal.frac)  # [N, N] each
     img_cart = jnp.asarray(g) @ reduced  # [G, 3]
@@ -223,10 +235,7 @@ def neighbor_list(crystal: Crystal, k: int, cutoff: float, max_images: int = 2) 
     offset = jnp.round(dfrac @ transform - (frac0[idx] - frac0[:, None, :])).astype(jnp.int32)
     offset = jnp.where(nbr_mask[..., None], offset, 0)
     count = jnp.sum(valid, axis=(1, 2)).astype(jnp.int32)
-    # Certificate: search radius per centre vs the window's coverage.
-    radius = jnp.where(nbr_mask[:, -1], dist[:, -1], cutoff)
-    coverage = (max_images + 0.5) * jnp.min(reciprocal_heights(reduced))
-    truncated = jnp.any(crystal.mask & (radius > coverage))
+    truncated = _truncated(crystal.mask, nbr_mask, dist, cutoff, reduced, max_images)
     return NeighborList(
         idx=jnp.where(nbr_mask, idx, 0),
         dist=dist,
@@ -285,10 +294,7 @@ def center_neighbor_list(
     c = center_frac.shape[0]
     g = _image_grid(max_images)  # [G, 3]
     n_img = g.shape[0]
-    if k > n * n_img - 1:
-        raise ValueError(
-            f"k={k} exceeds the {n * n_img - 1} candidate neighbours of N={n}, max_images={max_images}"
-        )
+    _check_k(k, n, n_img, max_images)
     _, reduced, to_reduced = reduced_frame(lattice)
 
     def to_red(f):
@@ -332,9 +338,7 @@ def center_neighbor_list(
     nbr_mask = jnp.isfinite(neg)
     idx = (flat % n).astype(jnp.int32)
     dist = jnp.where(nbr_mask, _safe_sqrt(-neg), 0.0)
-    radius = jnp.where(nbr_mask[:, -1], dist[:, -1], jnp.asarray(cutoff, jnp.float32))
-    coverage = (max_images + 0.5) * jnp.min(reciprocal_heights(reduced))
-    truncated = jnp.any(center_mask & (radius > coverage))
+    truncated = _truncated(center_mask, nbr_mask, dist, cutoff, reduced, max_images)
     return CenterNeighbors(
         idx=jnp.where(nbr_mask, idx, 0), dist=dist, nbr_mask=nbr_mask, truncated=truncated
     )
