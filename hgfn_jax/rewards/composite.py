@@ -189,6 +189,14 @@ def make_chgflownet_reward(
         raise ValueError("CHGFlowNet reward needs energy_fn (or use_energy=False for the ablation)")
     if config.low_energy_rule not in ("penalize", "clamp"):
         raise ValueError(f"low_energy_rule must be 'penalize' or 'clamp', got {config.low_energy_rule!r}")
+    clamp = getattr(energy_fn, "clamp", None) if config.use_energy else None
+    if config.low_energy_rule == "penalize" and clamp is not None and float(clamp[0]) >= config.energy_min:
+        # A.3.6's rule (E < energy_min -> energy_penalty) could never fire: the bridge already clamps from below.
+        raise ValueError(
+            f"energy_fn clamps predictions to {tuple(clamp)}, so the rule E < {config.energy_min} -> "
+            f"{config.energy_penalty} (low_energy_rule='penalize') can never apply; build the bridge with "
+            "clamp=None (or a lower bound below energy_min), or use low_energy_rule='clamp'"
+        )
     table = bond_table if bond_table is not None else load_bond_table()
     tables = smact if smact is not None else comp.smact_tables()
     cfg = config
