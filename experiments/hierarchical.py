@@ -3,7 +3,9 @@
 The environment is ``hgfn_jax.envs.hierarchical`` (or ``envs.flat``), the policy
 ``make_hierarchical_policy`` with the configured encoder, the reward the paper's composite reward
 (``hgfn_jax.rewards.composite``) whose formation energy comes from M3GNet through the host-callback bridge
-(``hgfn_jax.rewards.callback``; failures are counted, logged as ``host/energy/*`` and penalised, never raised).
+(``hgfn_jax.rewards.callback``; failures are counted, logged as ``host/energy/*`` and penalised, never raised:
+a refused structure gets E = +10 eV/atom, paper 000 A.3.6's value for an unusable prediction,
+while its density, bond and composition terms are kept; it does NOT get the reward floor).
 Cells that overflow ``n_max`` are invalid structures for the reward: floor value.
 
 Evaluation (paper 000 Tables 1-2, on the top ``eval.top_k`` samples ranked by reward), written to the run
@@ -12,8 +14,12 @@ directory:
 - ``samples.jsonl``: every sample (formula, chosen space group, lattice, sites, log-reward, reward terms);
 - ``cifs/rank_XXXXX.cif``: the top-k structures (P1 cells, pymatgen CIF writer);
 - ``summary.json`` (via the training loop): validity (CIF readable by pymatgen, structure: min distance > 0.5 A,
-  composition: SMACT neutrality, each checked with pymatgen / SMACT directly, not with the reward's own code),
-  the mean formation energy, % stable (paper 000's definition, E < 2 eV/atom, and E < 0), crystal-family
+  composition: SMACT ``smact_validity`` with the Pauling test and alloys valid, the CDVAE convention the papers
+  report, and ``composition_charge_neutral_no_pauling`` without the Pauling test; each checked with pymatgen /
+  SMACT directly, not with the reward's own code), the mean formation energy over the accepted structures
+  (``formation_energy_mean_accepted``) and over all samples with refusals at the penalty energy
+  (``formation_energy_mean_all``), the refused share (``energy_refused_frac``),
+  % stable (paper 000's definition, E < 2 eV/atom, and E < 0), crystal-family
   diversity (Shannon index over the six families), unique modes (A.3.5: the three validities, both bond-distance
   constraints, E < 0, distinct compositions), the fraction whose spglib group (symprec 0.1) is the chosen one;
   the same metrics for an untrained policy of the same architecture;
@@ -119,9 +125,11 @@ def _shannon(labels, base: float = math.e) -> float:
     return float(-(p * np.log(p)).sum() / np.log(base))
 
 
-def quality_metrics(crystals: Crystal, terms: dict, log_r: np.ndarray, idx: np.ndarray, bond_ok: np.ndarray) -> dict:
+def quality_metrics(crystals: Crystal, terms: dict, log_r: np.ndarray, idx: np.ndarray, bond_ok: np.ndarray,
+                    energy_penalty: float = 10.0) -> dict:
     """Paper 000's metrics on the samples ``idx`` (see the module docstring). ``bond_ok`` [n]: both
-    bond-distance constraints (eqs. 11-12) hold."""
+    bond-distance constraints (eqs. 11-12) hold. ``energy_penalty``: the eV/atom at which a structure the
+    energy model refused is counted in ``formation_energy_mean_all`` (the reward's value for it)."""
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
     from smact.screening import smact_validity
 
@@ -133,6 +141,7 @@ def quality_metrics(crystals: Crystal, terms: dict, log_r: np.ndarray, idx: np.n
     cif_ok = np.array([s is not None for s in structures])
     struct_ok = np.zeros(len(idx), bool)
     comp_ok = np.zeros(len(idx), bool)
+    comp_neutral = np.zeros(len(idx), bool)
     sg_match = np.zeros(len(idx), bool)
     for j, s in enumerate(structures):
         if s is None:
@@ -140,8 +149,11 @@ def quality_metrics(crystals: Crystal, terms: dict, log_r: np.ndarray, idx: np.n
         # every pair, periodic images (a site's own images included), within the threshold
         _, _, _, dists = s.get_neighbor_list(STRUCTURE_MIN_DISTANCE, exclude_self=True)
         struct_ok[j] = len(s) > 0 and not np.any(dists <= STRUCTURE_MIN_DISTANCE)
-        comp_ok[j] = bool(smact_validity(s.composition, use_pauling_test=False, include_alloys=True,
+        # the papers' (CDVAE's) composition validity: charge neutrality AND the Pauling test, alloys valid
+        comp_ok[j] = bool(smact_validity(s.composition, use_pauling_test=True, include_alloys=True,
                                          oxidation_states_set="smact14"))
+        comp_neutral[j] = bool(smact_validity(s.composition, use_pauling_test=False, include_alloys=True,
+                                              oxidation_states_set="smact14"))
         try:
             sg_match[j] = SpacegroupAnalyzer(s, symprec=0.1).get_space_group_number() == int(
                 np.asarray(crystals.spacegroup)[idx[j]])
@@ -159,8 +171,14 @@ def quality_metrics(crystals: Crystal, terms: dict, log_r: np.ndarray, idx: np.n
         "cif_validity": float(cif_ok.mean()) if len(idx) else 0.0,
         "structure_validity": float(struct_ok.mean()) if len(idx) else 0.0,
         "composition_validity": float(comp_ok.mean()) if len(idx) else 0.0,
+        "composition_charge_neutral_no_pauling": float(comp_neutral.mean()) if len(idx) else 0.0,
         "energy_valid_frac": float(e_ok.mean()) if len(idx) else 0.0,
-        "formation_energy_mean": float(np.mean(energy[e_ok])) if e_ok.any() else float("nan"),
+        "energy_refused_frac": float(1.0 - e_ok.mean()) if len(idx) else 0.0,
+        # over the structures the energy model accepted only (refused ones leave the denominator)
+        "formation_energy_mean_accepted": float(np.mean(energy[e_ok])) if e_ok.any() else float("nan"),
+        # over ALL samples, a refused structure counted at the reward's penalty energy
+        "formation_energy_mean_all": float(np.mean(np.where(e_ok, energy, energy_penalty)))
+        if len(idx) else float("nan"),
         "pct_stable_below_2eV": float(100.0 * np.sum(e_ok & (energy < STABLE_BELOW)) / n),
         "pct_negative_formation_energy": float(100.0 * np.sum(e_ok & (energy < 0)) / n),
         "crystal_family_diversity": _shannon(fam),  # nats over the 6 families (max ln 6 = 1.79)
@@ -266,7 +284,8 @@ def build_hierarchical(config) -> Task:
         top = np.argsort(-log_r, kind="stable")[:k]
         with (workdir / "samples.jsonl").open("w") as f:
             f.writelines(json.dumps(r) + "\n" for r in _records(env, crystals, log_r, terms))
-        out = {"trained_top_k": quality_metrics(crystals, terms, log_r, top, bond_ok(crystals)[top])}
+        out = {"trained_top_k": quality_metrics(crystals, terms, log_r, top, bond_ok(crystals)[top],
+                                                    energy_penalty=bridge.invalid_value)}
         if ev.get("write_cifs", True):
             top_crystals = jax.tree.map(lambda x: np.asarray(x)[top], crystals)
             written = write_cifs(top_crystals, workdir / "cifs", prefix="rank", skip_invalid=True)
@@ -280,7 +299,7 @@ def build_hierarchical(config) -> Task:
             lr0, t0 = jax.device_get(v_reward(s0))
             top0 = np.argsort(-lr0, kind="stable")[:k]
             out["untrained_top_k"] = quality_metrics(s0.crystal, t0, np.asarray(lr0), top0,
-                                                     bond_ok(s0.crystal)[top0])
+                                                     bond_ok(s0.crystal)[top0], energy_penalty=bridge.invalid_value)
         _plot_curves(workdir)
         print(json.dumps(out, indent=2))
         return out
