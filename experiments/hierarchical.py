@@ -45,11 +45,35 @@ STRUCTURE_MIN_DISTANCE = 0.5  # Angstrom, paper 000 sec. 5.1 (b)
 STABLE_BELOW = 2.0  # eV/atom, paper 000 sec. 5.2 ("formation energy per atom smaller than 2 eV/atom")
 
 
+def required_n_max(spacegroups, num_steps: int) -> int:
+    """Sites the largest cell can have: one reference atom per step, each expanded to at most the general
+    multiplicity (operations of the conventional cell) of the largest allowed group; e.g. 3 x 192 in Fm-3m."""
+    from hgfn_jax.crystal.spacegroup import host_tables
+
+    groups = np.arange(1, 231) if spacegroups is None else np.asarray(tuple(spacegroups), int)
+    return int(num_steps) * int(np.max(np.asarray(host_tables()["n_ops"])[groups]))
+
+
+def resolved_n_max(config) -> int:
+    """``env.n_max``, or (None) the buffer sized from the allowed groups, so no cell overflows."""
+    n = config.env.get("n_max")
+    return required_n_max(config.env.spacegroups, config.env.num_steps) if n is None else int(n)
+
+
+def overflow_by_group(crystals: Crystal) -> dict:
+    """Share of cells that overflowed the buffer, overall and per chosen space group (groups sampled)."""
+    groups = np.asarray(crystals.spacegroup).reshape(-1)
+    over = np.asarray(crystals.overflow).reshape(-1).astype(bool)
+    per = {int(g): float(over[groups == g].mean()) for g in np.unique(groups)}
+    return {"share": float(over.mean()) if over.size else 0.0, "share_by_group": per}
+
+
 def make_env(config):
     from hgfn_jax.envs.flat import FlatEnv
     from hgfn_jax.envs.hierarchical import HierarchicalConfig, HierarchicalEnv
 
     kw = {k: v for k, v in config.env.to_dict().items() if k != "kind" and v is not None}
+    kw["n_max"] = resolved_n_max(config)
     for k in ("spacegroups", "elements", "required_elements", "length_range", "angle_range"):
         if k in kw:
             kw[k] = tuple(kw[k])
@@ -74,12 +98,13 @@ def make_log_reward(config):
         cfg = CHGFlowNetRewardConfig()
         # No clamp in the bridge: paper 000 A.3.6 sends predictions below -10 eV/atom to +10 (the reward's rule).
         bridge = make_property_fn(rc.energy_model, clamp=None, invalid_value=cfg.energy_penalty,
-                                  batch_size=rc.get("energy_batch_size"))
+                                  batch_size=rc.get("energy_batch_size"), max_sites=resolved_n_max(config))
         reward = make_chgflownet_reward(cfg, bridge)
     elif rc.kind == "shaft":
         cfg = ShaftRewardConfig()
         bridge = make_property_fn(rc.energy_model, clamp=(cfg.energy_min, cfg.energy_max),
-                                  invalid_value=cfg.energy_penalty, batch_size=rc.get("energy_batch_size"))
+                                  invalid_value=cfg.energy_penalty, batch_size=rc.get("energy_batch_size"),
+                                  max_sites=resolved_n_max(config))
         reward = make_shaft_reward(cfg, bridge)
     else:
         raise ValueError(f"reward.kind must be 'chgflownet' or 'shaft', got {rc.kind!r}")
@@ -284,8 +309,9 @@ def build_hierarchical(config) -> Task:
         top = np.argsort(-log_r, kind="stable")[:k]
         with (workdir / "samples.jsonl").open("w") as f:
             f.writelines(json.dumps(r) + "\n" for r in _records(env, crystals, log_r, terms))
-        out = {"trained_top_k": quality_metrics(crystals, terms, log_r, top, bond_ok(crystals)[top],
-                                                    energy_penalty=bridge.invalid_value)}
+        out = {"overflow": {"n_max": env.n_max, **overflow_by_group(crystals)}}
+        out["trained_top_k"] = quality_metrics(crystals, terms, log_r, top, bond_ok(crystals)[top],
+                                                 energy_penalty=bridge.invalid_value)
         if ev.get("write_cifs", True):
             top_crystals = jax.tree.map(lambda x: np.asarray(x)[top], crystals)
             written = write_cifs(top_crystals, workdir / "cifs", prefix="rank", skip_invalid=True)
@@ -298,6 +324,7 @@ def build_hierarchical(config) -> Task:
             s0 = jax.tree.map(lambda *a: np.concatenate(a)[:n], *finals)
             lr0, t0 = jax.device_get(v_reward(s0))
             top0 = np.argsort(-lr0, kind="stable")[:k]
+            out["untrained_overflow"] = overflow_by_group(s0.crystal)
             out["untrained_top_k"] = quality_metrics(s0.crystal, t0, np.asarray(lr0), top0,
                                                      bond_ok(s0.crystal)[top0], energy_penalty=bridge.invalid_value)
         _plot_curves(workdir)
