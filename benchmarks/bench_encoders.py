@@ -66,7 +66,7 @@ def symmetric_crystals(batch: int, n_max: int = N_MAX_SYM, seed: int = 0) -> tup
     species = jnp.asarray(rng.integers(1, 84, (batch, NUM_REF)), jnp.int32)
     mask = jnp.ones((batch, NUM_REF), bool)
     out = jax.jit(
-        jax.vmap(lambda f, z, m, g, lt: expand_orbits_full(f, z, m, g, n_max, 1e-3, lt))
+        jax.vmap(lambda f, z, m, g, lt: expand_orbits_full(f, z, m, g, n_max, lattice=lt))
     )(frac, species, mask, groups, lat)
     return out.crystal, out.ref_index
 

@@ -13,10 +13,31 @@ when g_j^-1 g_k is in S, so each coset g_k S is one site and its lowest operatio
 identity: the reference position itself, wrapped, is always kept). Padding operations are identities in every
 table, so they repeat op 0 and never add a site even if ``op_mask`` were ignored. This costs O(A * 192)
 distance tests plus bit operations on a precomputed composition table instead of O(A * 192^2) pairwise
-distances. For generic points and exact special positions (up to float32 rounding) it gives exactly pymatgen's
-orbit. For a point within ``tol`` of, but not on, a special position, the merged images can lie up to ~2 tol
-apart, and very close to the threshold (S not a group) a cluster may keep more than one image (never fewer
-than one): the kept site is then a near-duplicate the reward sees as an overlap.
+distances.
+
+The tolerance: two images are merged iff they are the same point up to float32 rounding and a ~1e-6
+perturbation, never because they are merely close. ``DEFAULT_TOL = 1e-5`` (pymatgen's ``get_orbit`` default),
+chosen from these bounds (measured over every special Wyckoff position of the 230 groups,
+tests/crystal/test_orbit_special_positions.py):
+
+- Must merge: an exact special position cast to float32 has stabilizer images at most 1.5e-7 away (rounding
+  of 1/3, 1/6, ... and of x - y sums). A point perturbed by ``|delta|_inf <= 1e-6`` from a special position has
+  them at ``|(R - I) delta|_1 <= 6e-6`` (6 = the largest ``||R - I||`` from inf to L1 over all operations,
+  hexagonal ones), so perturbations up to ~1.6e-6 per coordinate still give the Wyckoff multiplicity.
+- Must never fuse distinct sites: a fused pair g_j p, g_k p has g_j^-1 g_k = s in S, and its Cartesian
+  separation equals ``|s p - p|`` in Angstrom (the rotation part is orthogonal in Cartesian for a lattice
+  obeying the group's constraints), which is at most ``d(s p, p) * max(a, b, c) < 1e-5 max(a, b, c)``. So two
+  images at least ``1e-5 max(a, b, c)`` Angstrom apart (1e-4 A in a 10 A cell, in ANY cell, skewed or not) are
+  always kept as two sites; closer ones are not physically distinct atoms. The former default, 1e-3
+  (periodic L1), fused images up to ~1e-3 apart: points within ~5e-4 of a mirror plane (e.g. z = 0.7496 in
+  group 57, Pbcm, 4 sites instead of 8) and exact special positions with a free parameter within ~5e-4 of a
+  more special value.
+- A tolerance in fractional units (not Angstrom) keeps the site set a function of the fractional point alone,
+  as Wyckoff positions are, and the float32 rounding it must absorb is itself fractional.
+
+Within ~1e-5 of a special position but not on it (images of p at about ``tol``), S need not be a group: a
+cluster of images within ``1e-5 max(a, b, c)`` A may then keep more than one image (never fewer than one),
+a near-duplicate the reward sees as an overlap.
 
 Images of DIFFERENT reference atoms are never merged, even when they coincide: two atoms on one site is an
 overlap that the reward must see (a distance of ~0), not something to hide.
@@ -50,7 +71,8 @@ from jax import lax
 from hgfn_jax.crystal import spacegroup as sgm
 from hgfn_jax.crystal.types import Crystal
 
-DEFAULT_TOL = 1e-3
+DEFAULT_TOL = 1e-5  # periodic L1 in fractional units; see "The tolerance" in the module docstring
+MIN_TOL = 1e-6  # below this, float32 rounding (<= 1.5e-7) could split an exact special position
 
 
 @struct.dataclass
@@ -94,8 +116,9 @@ def expand_orbits_full(
         mask_ref: ``[A]`` bool, True for real reference atoms.
         spacegroup: ``[]`` int international number 1..230 (traced values allowed).
         n_max: static number of output slots ``N``.
-        tol: merge tolerance, periodic L1 distance in fractional units (pymatgen's ``get_orbit`` uses 1e-5
-            with a non-periodic L1 distance; float32 coordinates need a looser value, >= ~1e-5).
+        tol: merge tolerance, periodic L1 distance in fractional units (default 1e-5, pymatgen's ``get_orbit``
+            value with its non-periodic L1 distance). Keep it in [``MIN_TOL``, ~1e-5]: larger values fuse
+            genuinely distinct sites (module docstring, "The tolerance").
         lattice: ``[6]`` parameters copied UNCHANGED into ``crystal.lattice`` (not constrained: apply
             ``constraints.apply_spacegroup_constraints`` first; the expansion itself is purely fractional).
             ``None`` gives zeros, a placeholder the caller must replace.
@@ -218,7 +241,7 @@ def expand_orbits_checked(
     """Host-side :func:`expand_orbits` for ONE structure, raising ``ValueError`` on bad input (no flags).
 
     Checks: space group an integer in 1..230; coordinates of real reference atoms finite; species of real
-    atoms in 1..118; lattice (if given) 6 finite numbers; ``tol`` in (0, 0.5); and that the cell fits
+    atoms in 1..118; lattice (if given) 6 finite numbers; ``tol`` in [``MIN_TOL``, 0.5); and that the cell fits
     (``"cell has 96 sites, n_max=80"``). Not for use inside ``jit``.
     """
     sg = sgm.validate_spacegroup(spacegroup)
@@ -242,8 +265,11 @@ def expand_orbits_checked(
     bad = np.nonzero(mask_np & ((species_np < 1) | (species_np > 118)))[0]
     if bad.size:
         raise ValueError(f"atomic numbers must be in 1..118 for real atoms, got {species_np[bad].tolist()}")
-    if not 0.0 < float(tol) < 0.5:
-        raise ValueError(f"tol must be in (0, 0.5) (fractional), got {tol}")
+    if not MIN_TOL <= float(tol) < 0.5:
+        raise ValueError(
+            f"tol must be in [{MIN_TOL}, 0.5) (fractional; smaller values split exact special positions), "
+            f"got {tol}"
+        )
     if int(n_max) < 1:
         raise ValueError(f"n_max must be a positive integer, got {n_max}")
     lat = None

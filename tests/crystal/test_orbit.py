@@ -155,7 +155,7 @@ def test_output_invariants(references, expanded):
 A_SMALL, N_SMALL = 4, 80  # one compiled shape shared by the single-structure tests (and the checked wrapper)
 
 
-def _run(frac, species, mask, spacegroup, tol: float = 1e-3) -> OrbitExpansion:
+def _run(frac, species, mask, spacegroup, tol: float = orbit.DEFAULT_TOL) -> OrbitExpansion:
     """expand_orbits_full on one structure padded to A_SMALL reference atoms, n_max = N_SMALL (jit, one
     shape)."""
     frac, species, mask = np.asarray(frac, np.float32), np.asarray(species), np.asarray(mask, bool)
@@ -278,6 +278,8 @@ def test_checked_wrapper_errors():
         expand_orbits_checked(x, sp, m, 14, 8, lattice=[1.0, 2.0])
     with pytest.raises(ValueError, match="tol must be in"):
         expand_orbits_checked(x, sp, m, 14, 8, tol=0.0)
+    with pytest.raises(ValueError, match="smaller values split exact special positions"):
+        expand_orbits_checked(x, sp, m, 14, 8, tol=1e-7)
 
 
 def test_no_retrace_across_batches_and_no_nans(rng, debug_nans):

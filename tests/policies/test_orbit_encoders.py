@@ -77,7 +77,7 @@ def symmetric_cells(seed: int = 0):
         species = rng.integers(1, 40, T).astype(np.int32)
         lat = np.concatenate([rng.uniform(3.5, 7.0, 3), rng.uniform(75.0, 105.0, 3)]).astype(np.float32)
         lat = cons.apply_spacegroup_constraints(jnp.asarray(lat), group)
-        out = expand_orbits_full(jnp.asarray(frac), species, jnp.asarray(mask), group, N_MAX, 1e-3, lat)
+        out = expand_orbits_full(jnp.asarray(frac), species, jnp.asarray(mask), group, N_MAX, lattice=lat)
         assert not bool(out.crystal.overflow) and not bool(out.invalid), (group, int(out.num_sites))
         crystals.append(out.crystal)
         site_refs.append(out.ref_index)

@@ -61,7 +61,7 @@ import numpy as np
 
 from hgfn_jax.crystal import constraints as cons
 from hgfn_jax.crystal.elements import atomic_numbers
-from hgfn_jax.crystal.orbit import expand_orbits_full
+from hgfn_jax.crystal.orbit import DEFAULT_TOL, expand_orbits_full
 from hgfn_jax.crystal.types import Crystal
 from hgfn_jax.envs.hierarchical import distributions as dist
 from hgfn_jax.envs.hierarchical.types import HierarchicalAction, HierarchicalState
@@ -91,7 +91,7 @@ class HierarchicalConfig:
     angle_range: tuple[float, float] = (60.0, 120.0)  # degrees
     init_lattice: tuple[float, ...] = (4.0, 4.0, 4.0, 90.0, 90.0, 90.0)
     learn_backward_group: bool = False
-    orbit_tol: float = 1e-3
+    orbit_tol: float = DEFAULT_TOL  # orbit merge, periodic fractional L1 (crystal.orbit: never fuses sites)
 
 
 class _CrystalTransitions:
