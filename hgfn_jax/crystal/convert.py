@@ -192,8 +192,10 @@ def write_cifs(
 ) -> list[Path]:
     """Write each crystal of a batch as ``<folder>/<prefix>_<i:05d>.cif`` (P1); returns the written paths.
 
-    With ``skip_invalid=False`` an unconvertible crystal raises ValueError naming its index; with True it is
-    skipped (its index is absent from the returned file names).
+    A crystal counts as invalid when it cannot be converted, or when pymatgen cannot read its CIF back (e.g.
+    two atoms on one position: the reader sums them to an occupancy > 1 and refuses the file), so every file
+    written is one a user's pymatgen opens. With ``skip_invalid=False`` an invalid crystal raises ValueError
+    naming its index; with True it is skipped (its index is absent from the returned file names).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -201,6 +203,7 @@ def write_cifs(
     for i, crystal in enumerate(unstack(batched)):
         try:
             text = to_cif(crystal)
+            parse_cif(text)  # the round trip a reader will do
         except ValueError as err:
             if skip_invalid:
                 continue

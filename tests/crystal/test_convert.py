@@ -151,6 +151,15 @@ def test_stack_unstack_write_cifs(tmp_path):
     with pytest.raises(ValueError, match="crystal 1 of the batch: crystal overflowed"):
         C.write_cifs(bad, tmp_path / "bad")
     assert [p.name for p in C.write_cifs(bad, tmp_path / "skip", skip_invalid=True)] == ["crystal_00000.cif"]
+    # two atoms on one position: pymatgen's reader refuses the CIF (occupancy 2), so it is never written
+    f = np.asarray(crystals[1].frac).copy()
+    f[1] = f[0]
+    doubled = C.stack([crystals[0], crystals[1].replace(frac=f)])
+    with pytest.raises(ValueError):
+        Structure.from_str(C.to_cif(C.unstack(doubled)[1]), fmt="cif")
+    with pytest.raises(ValueError, match="crystal 1 of the batch: malformed CIF"):
+        C.write_cifs(doubled, tmp_path / "doubled")
+    assert [p.name for p in C.write_cifs(doubled, tmp_path / "skip2", skip_invalid=True)] == ["crystal_00000.cif"]
     with pytest.raises(ValueError, match="different padded shapes"):
         C.stack([crystals[0], C.from_structure(_nacl(), 12)])
     with pytest.raises(ValueError, match="unbatched"):
