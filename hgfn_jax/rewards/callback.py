@@ -23,11 +23,21 @@ Invalid structures never raise (a training step must not crash). Reasons, checke
 ``invalid_species``      a real site whose species is not Z in 1..118
 ``degenerate_lattice``   length <= 0, angle outside (0, 180), impossible angle triple or V/(abc) < 1e-3
 ``too_dense``            volume per atom below ``min_volume_per_atom`` (A^3)
+``huge_cell``            a lattice length above ``max_length`` (A), or a neighbour search whose grid would have
+                         more than ``max_search_cells`` cells (the cell's bounding box over the smaller of
+                         ``min_distance`` and the model cutoff): such cells (1e3-1e6 A) make pymatgen / matgl ask for
+                         gigabytes to terabytes; screened before any graph is built
 ``conversion_error``     ``hgfn_jax.crystal.convert.to_structure`` refused it for another reason
 ``overlapping_atoms``    two sites (periodic images included) closer than ``min_distance`` (A)
 model reasons            see ``hgfn_jax.rewards.energy_models.REASONS`` (unsupported element, no bonds, ...)
-``internal_error``       anything unexpected on the host (logged); the whole call's structures get this
+``internal_error``       anything unexpected on the host while checking or evaluating ONE structure (logged)
 =======================  =====================================================================================
+
+Isolation: a structure's value never depends on its batch mates' validity. Input checks run per structure
+(an unexpected error there marks that structure only), and when a batched model call fails as a whole the
+structures are evaluated one at a time, so each gets its own value or its own reason. (Valid structures do go
+through the model in batches: batched and one-at-a-time matgl energies differ by float summation order only,
+<= 1.4e-6 eV/atom for MEGNet and <= 4.8e-7 eV/atom for M3GNet in our measurements.)
 """
 
 from __future__ import annotations
@@ -57,6 +67,7 @@ INPUT_REASONS: dict[str, str] = {
     "invalid_species": "species outside 1..118 at a real site",
     "degenerate_lattice": "unusable lattice parameters",
     "too_dense": "volume per atom below min_volume_per_atom",
+    "huge_cell": "lattice length above max_length or a neighbour-search grid above max_search_cells",
     "conversion_error": "to_structure raised",
     "overlapping_atoms": "two sites closer than min_distance",
     "internal_error": "unexpected host-side error",
@@ -83,6 +94,8 @@ class PropertyBridge:
         fidelity: int = 0,
         model_dir: str | Path | None = None,
         batch_size: int | None = None,
+        max_length: float = 1000.0,
+        max_search_cells: float = 1e7,
     ):
         if clamp is not None:
             lo, hi = float(clamp[0]), float(clamp[1])
@@ -107,9 +120,16 @@ class PropertyBridge:
         self.min_distance = float(min_distance)
         self.max_sites = int(max_sites)
         self.min_volume_per_atom = float(min_volume_per_atom)
+        if not (max_length > 0 and max_search_cells > 0):
+            raise ValueError(f"need max_length > 0 and max_search_cells > 0, got {max_length}, {max_search_cells}")
+        self.max_length = float(max_length)
+        self.max_search_cells = float(max_search_cells)
         # Loaded eagerly: a missing model or an incompatible matgl fails here, not inside a jitted step.
         self.model = get_property_model(model_name, model_dir, fidelity=fidelity, batch_size=batch_size)
         self.units = self.model.units
+        cutoff = float(getattr(self.model, "cutoff", 5.0))
+        # the finest neighbour search run on a structure: the overlap check (min_distance) or the model graph
+        self._search_radius = min(self.min_distance, cutoff) if self.min_distance > 0 else cutoff
         self._lock = threading.Lock()
         self.reset_stats()
 
@@ -159,6 +179,8 @@ class PropertyBridge:
         )
         if volume / n < self.min_volume_per_atom:
             return "too_dense"
+        if float(np.max(params[:3])) > self.max_length or self._search_cells(params) > self.max_search_cells:
+            return "huge_cell"
         try:
             structure = to_structure(Crystal(lattice, frac, species, mask, np.int32(0), np.bool_(False)))
         except ValueError:
@@ -168,6 +190,43 @@ class PropertyBridge:
             if len(centers) and float(np.min(dists)) < self.min_distance:
                 return "overlapping_atoms"
         return structure
+
+    def _search_cells(self, params: np.ndarray) -> float:
+        """Cells of a neighbour-search grid of spacing ``_search_radius`` over the lattice's cartesian bounding
+        box (padded by the radius): an upper estimate of what pymatgen's / matgl's cell lists allocate."""
+        from pymatgen.core import Lattice
+
+        m = Lattice.from_parameters(*(float(x) for x in params)).matrix
+        r = self._search_radius
+        extent = np.abs(m).sum(axis=0) + 2.0 * r
+        return float(np.prod(np.ceil(extent / r)))
+
+    def _checked(self, lattice, frac, species, mask, overflow) -> str | object:
+        """``_input_reason`` that never raises: an unexpected error marks this one structure."""
+        try:
+            return self._input_reason(lattice, frac, species, mask, overflow)
+        except Exception:  # noqa: BLE001 - one structure's surprise must not reach its batch mates
+            logger.exception("property bridge: unexpected error checking one structure; marking it invalid")
+            return "internal_error"
+
+    def _predict(self, structures: list) -> tuple[np.ndarray, list]:
+        """Model values and reasons for structures that passed the input checks. If the batched call fails as
+        a whole, each structure is evaluated alone, so a failure stays with the structure that caused it."""
+        try:
+            vals, _, reasons = self.model.predict_with_reasons(structures)
+            return np.asarray(vals, np.float64), list(reasons)
+        except Exception:  # noqa: BLE001
+            if len(structures) == 1:
+                logger.exception("property bridge: model failed on one structure; marking it invalid")
+                return np.full(1, np.nan), ["internal_error"]
+            logger.warning("property bridge: batched model call failed; evaluating %d structures one at a time",
+                           len(structures), exc_info=True)
+        vals, reasons = np.full(len(structures), np.nan), []
+        for j, s in enumerate(structures):
+            v, r = self._predict([s])
+            vals[j] = v[0]
+            reasons.append(r[0])
+        return vals, reasons
 
     def evaluate_arrays(self, lattice, frac, species, mask, overflow) -> tuple[np.ndarray, np.ndarray, list]:
         """Host evaluation of a flat batch: ``lattice [B, 6], frac [B, N, 3], species [B, N], mask [B, N],
@@ -182,7 +241,7 @@ class PropertyBridge:
             reasons: list[str | None] = [None] * b
             structures, idx = [], []
             for i in range(b):
-                res = self._input_reason(lattice[i], frac[i], species[i], mask[i], overflow[i])
+                res = self._checked(lattice[i], frac[i], species[i], mask[i], overflow[i])
                 if isinstance(res, str):
                     reasons[i] = res
                 else:
@@ -190,7 +249,7 @@ class PropertyBridge:
                     idx.append(i)
             raw = np.full(b, np.nan)
             if structures:
-                vals, _, model_reasons = self.model.predict_with_reasons(structures)
+                vals, model_reasons = self._predict(structures)
                 for j, i in enumerate(idx):
                     raw[i] = vals[j]
                     reasons[i] = model_reasons[j]
@@ -255,6 +314,8 @@ def make_property_fn(
     fidelity: int = 0,
     model_dir: str | Path | None = None,
     batch_size: int | None = None,
+    max_length: float = 1000.0,
+    max_search_cells: float = 1e7,
 ) -> PropertyBridge:
     """The bridge ``fn(crystal) -> (value [] float32, valid [] bool)``; ``fn.stats()`` gives the counters.
 
@@ -271,4 +332,6 @@ def make_property_fn(
         fidelity=fidelity,
         model_dir=model_dir,
         batch_size=batch_size,
+        max_length=max_length,
+        max_search_cells=max_search_cells,
     )
