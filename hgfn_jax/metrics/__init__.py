@@ -1,0 +1,7 @@
+"""The evaluation suite: host-side metrics over pymatgen Structures / compositions (issue 12).
+
+Modules: ``samples`` (the :class:`Sample` record, readers for CIFs and ``samples.jsonl``), ``reference`` (the
+shared data set as the reference), ``validity``, ``novelty`` (uniqueness, novelty), ``diversity``, ``hull``
+(energy above hull, S.U.N.), ``relax`` (relaxation, match rate, RMS), ``properties`` (property distribution
+distances), ``report`` (metrics.json + report.md). ``experiments/evaluate.py`` runs them on a run directory.
+"""

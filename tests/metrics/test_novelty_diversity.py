@@ -1,0 +1,113 @@
+"""Uniqueness/novelty (a crystal matches itself) and diversity against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from pymatgen.core import Composition, Element, Lattice, Structure
+
+from hgfn_jax.metrics import diversity, novelty, reference
+from hgfn_jax.metrics import samples as sm
+
+
+def _rocksalt(a=5.64):
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def _cscl(a=4.1):
+    return Structure(Lattice.cubic(a), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def test_crystal_matches_itself_with_zero_rms():
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    s = _rocksalt()
+    rms = StructureMatcher().get_rms_dist(s, s.copy())
+    assert rms is not None and rms[0] == pytest.approx(0.0, abs=1e-10)
+    strained = s.copy()
+    strained.apply_strain(0.03)  # same structure type, scaled: still a duplicate (scale=True)
+    shifted = s.copy()
+    shifted.translate_sites(list(range(len(s))), [0.1, 0.2, 0.3])
+    got = novelty.unique_mask([sm.from_structure(x) for x in (s, strained, shifted, _cscl(), None)])
+    assert got.tolist() == [True, False, False, True, False]
+
+
+def test_novelty_against_reference(data_dir):
+    table = reference.reference_table()
+    row = int(np.flatnonzero(table["reduced_formula"].to_numpy() == "NaCl")[0])
+    known = reference.reference_structure(row)
+    made_up = Structure(Lattice.cubic(3.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])  # NaCl in CsCl type
+    odd = Structure(Lattice.cubic(6.0), ["Li", "Li", "Li", "B"], [[0, 0, 0], [.5, .5, 0], [.5, 0, .5], [.3, .3, .3]])
+    samples = [sm.from_structure(x) for x in (known, made_up, odd)]
+    # the data set's own rocksalt NaCl is not novel; a toy reference holding only it
+    toy = {"NaCl": np.array([0])}
+    assert novelty.novel_mask(samples, reference_rows=toy, reference_structure=lambda r: known).tolist() == [
+        False, True, True]
+    got = novelty.novel_mask(samples)
+    assert got[0] == False and got[2] == True  # noqa: E712
+    assert novelty.composition_novel_mask(samples).tolist() == [False, False, "Li3B" not in reference.formula_index()]
+
+
+def test_mean_pairwise_distance_by_hand():
+    assert diversity.mean_pairwise_distance([np.zeros(2), np.array([3.0, 4.0]), np.array([6.0, 8.0])]) == (
+        pytest.approx(20 / 3))
+    assert math.isnan(diversity.mean_pairwise_distance([np.ones(3)]))
+
+
+def test_diversity_of_three_tiny_sets_by_hand():
+    """(1) three copies of one crystal: 0 for both fingerprints; (2) Na vs K: for one-element compositions the
+    Magpie statistics are min = max = mean = mode = the element's property and range = avg-dev = 0, so the distance
+    is 2 * sqrt(sum_p (P_Na - P_K)^2) over the 22 Magpie properties; (3) groups 225, 221, 194, 194: two crystal
+    systems in equal shares, exactly 1 bit."""
+    from matminer.utils.data import MagpieData
+
+    same = [sm.from_structure(_rocksalt()) for _ in range(3)]
+    for s, g in zip(same, (225, 221, 194), strict=True):
+        s.spacegroup = g
+    d = diversity.diversity_metrics(same, scaled=False)
+    assert d["structure_diversity"] == pytest.approx(0.0, abs=1e-12)
+    assert d["composition_diversity"] == pytest.approx(0.0, abs=1e-12)
+    assert d["crystal_system_diversity_bits"] == pytest.approx(-(2 / 3) * math.log2(2 / 3) - (1 / 3) * math.log2(1 / 3))
+
+    props = diversity._featurizers()[1].features
+    data = MagpieData()
+    na = np.array([data.get_elemental_property(Element("Na"), p) for p in props])
+    k = np.array([data.get_elemental_property(Element("K"), p) for p in props])
+    expect = 2.0 * math.sqrt(float(np.sum((na - k) ** 2)))
+    two = [sm.Sample(None, Composition("Na"), "no_positions", 225), sm.Sample(None, Composition("K"), "no_positions",
+                                                                                  194)]
+    d2 = diversity.diversity_metrics(two, structures=False, scaled=False)
+    assert d2["composition_diversity"] == pytest.approx(expect, rel=1e-9)
+    assert d2["crystal_system_diversity_bits"] == pytest.approx(1.0)
+
+
+def test_crystal_system_shannon_bounds_reach_the_papers_values():
+    """Papers 000/002 report 2.47-2.62 (paper 000 Table 2: 2.467, 2.544, 2.616). Six families in nats cap at
+    ln 6 = 1.79 and in bits at log2 6 = 2.585 < 2.616: only the 7 crystal systems in bits (cap 2.807) reach all."""
+    starts = (1, 3, 16, 75, 143, 168, 195)
+    assert [diversity.crystal_system(g) for g in starts] == list(range(7))
+    assert [diversity.crystal_system(g - 1) for g in starts[1:]] == list(range(6))
+    uniform = diversity.crystal_system_diversity(list(starts) * 10)
+    assert uniform == pytest.approx(math.log2(7))
+    assert math.log(6) < 2.467 and math.log2(6) < 2.616 < math.log2(7)
+    # a concrete mix over the 7 systems with H = 2.616 bits exists: shift mass from uniform towards one system
+    lo, hi = 0.0, 0.8
+    for _ in range(60):
+        w = (lo + hi) / 2
+        p = np.full(7, (1 - w) / 7)
+        p[0] += w
+        h = -(p * np.log2(p)).sum()
+        lo, hi = (w, hi) if h > 2.616 else (lo, w)
+    counts = np.round(p * 100000).astype(int)
+    groups = np.repeat(starts, counts)
+    assert diversity.crystal_system_diversity(groups.tolist()) == pytest.approx(2.616, abs=1e-3)
+
+
+def test_symmetry_reduced_fingerprint_equals_all_sites():
+    s = _rocksalt()  # 8-site conventional cell, two orbits
+    a = diversity.structure_fingerprint(s)
+    b = diversity.structure_fingerprint(s, symprec=0)
+    assert a is not None and np.allclose(a, b, atol=1e-12)
+    assert diversity.structure_fingerprint(None) is None
