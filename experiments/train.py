@@ -2,6 +2,9 @@
 
 Runs resume from the latest checkpoint in the work directory (``runs/<exp>-<preset>`` by default): kill a run
 and start the same command again to continue it exactly. ``--set train.lr=1e-3`` overrides any config field.
+A work directory holding a run trained with another config is refused (the differing fields are named; only the
+run length, the checkpoint cadence and the evaluation may change on a resume): pass ``--fresh`` to discard it,
+or choose another ``--workdir``. Configuration errors print one line and exit with status 2.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import argparse
 import ast
 import json
 import os
+import sys
 from pathlib import Path
 
 from experiments.configs import PRESETS, available, get_config
@@ -27,13 +31,26 @@ def apply_overrides(cfg, overrides: list[str]):
         node = cfg
         *parents, leaf = key.split(".")
         for p in parents:
-            if p not in node:
+            if p not in node or not hasattr(node[p], "keys"):
                 raise ValueError(f"unknown config field {key!r}")
             node = node[p]
         if leaf not in node:
             raise ValueError(f"unknown config field {key!r}")
-        node[leaf] = value
+        try:
+            node[leaf] = value
+        except (TypeError, ValueError) as exc:  # ml_collections refuses a value of another type
+            raise ValueError(f"--set {key}={raw}: {exc}") from None
     return cfg
+
+
+def _fail(msg: str):
+    print(f"error: {msg}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(str(text).split())
 
 
 def main(argv=None):
@@ -46,17 +63,27 @@ def main(argv=None):
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
-    cfg = apply_overrides(get_config(args.exp, args.preset), args.overrides)
-    workdir = Path(args.workdir or os.environ.get("HGFN_RUNS_DIR", "runs")) / f"{args.exp}-{args.preset}"
-    if args.workdir:
-        workdir = Path(args.workdir)
-    if args.fresh and workdir.exists():
-        import shutil
+    from hgfn_jax.paths import MissingResourceError
+    from hgfn_jax.train import check_resume_config
 
-        shutil.rmtree(workdir)
+    # Everything a user can get wrong is checked here, before any data, model or compilation: one line each.
+    try:
+        cfg = apply_overrides(get_config(args.exp, args.preset), args.overrides)
+        workdir = Path(args.workdir) if args.workdir else (
+            Path(os.environ.get("HGFN_RUNS_DIR", "runs")) / f"{args.exp}-{args.preset}")
+        if args.fresh and workdir.exists():
+            import shutil
+
+            shutil.rmtree(workdir)
+        check_resume_config(cfg, workdir)
+        from experiments.registry import build_task
+
+        task = build_task(cfg)  # environment / reward settings are validated (and models loaded) here
+    except (ValueError, KeyError, TypeError, MissingResourceError) as exc:
+        _fail(_one_line(exc))
     from hgfn_jax.train import train_and_evaluate
 
-    out = train_and_evaluate(cfg, workdir, progress=not args.no_progress)
+    out = train_and_evaluate(cfg, workdir, task=task, progress=not args.no_progress)
     print(json.dumps(out["summary"], indent=2, default=str))
     print(f"run directory: {workdir.resolve()}")
 

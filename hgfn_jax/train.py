@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -114,9 +115,16 @@ def make_train(config, task: Task):
 
     def update(ts: TrainState):
         key, k_roll = jax.random.split(ts.key)
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts.params, k_roll)
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts.params, k_roll)
         updates, opt_state = tx_static.update(grads, ts.opt_state, ts.params)
         params = optax.apply_updates(ts.params, updates)
+        # Non-finite guard: a NaN/inf loss or gradient (one pathological batch) must not poison the weights or
+        # Adam's moments for good. Such an update is skipped (params and optimiser state unchanged; the key and
+        # the step still advance, so the next batch is a different one) and flagged in ``nonfinite_skipped``.
+        finite = jnp.all(jnp.stack([jnp.isfinite(loss)] + [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        params = jax.tree.map(lambda new, old: jnp.where(finite, new, old), params, ts.params)
+        opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), opt_state, ts.opt_state)
+        metrics["nonfinite_skipped"] = (~finite).astype(jnp.float32)
         return TrainState(params=params, opt_state=opt_state, key=key, step=ts.step + 1), metrics
 
     def run_chunk(ts: TrainState, n: int):
@@ -139,23 +147,46 @@ def make_train(config, task: Task):
 
 
 class _MetricsLog:
-    """CSV + TensorBoard writer that can be truncated back to a restored step (exact resume)."""
+    """CSV + TensorBoard writer that can be truncated back to a restored step (exact resume).
+
+    The CSV's columns are the union of every row's keys in order of first appearance (a failure reason that
+    first shows up late gets its column; earlier rows leave it empty): when a row brings a new key the file is
+    rewritten with the extended header. Truncating to a restored step keeps the rows up to it and the columns
+    they use, so a resumed run writes the same bytes as an uninterrupted one.
+    """
 
     def __init__(self, workdir: Path, resume_step: int):
         self.path = workdir / "metrics.csv"
         rows: list[dict] = []
+        header: list[str] = []
         if self.path.exists() and resume_step > 0:
-            with self.path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+            with self.path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                header = list(reader.fieldnames or [])
+                for r in reader:
+                    try:
+                        step = int(r["step"])
+                    except (KeyError, TypeError, ValueError):
+                        continue  # a torn last line from a kill mid-write
+                    if step <= resume_step:
+                        rows.append({k: v for k, v in r.items() if k is not None and v not in (None, "")})
         self.rows = rows
-        self.fieldnames: list[str] | None = list(rows[0].keys()) if rows else None
+        used = {k for r in rows for k in r}
+        self.fieldnames: list[str] = [k for k in header if k in used]
         self._rewrite()
         from tensorboardX import SummaryWriter
 
         self.tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
 
+    def row_at(self, step: int) -> dict:
+        """The logged row of ``step`` (strings as in the file), or ``{}``."""
+        for r in reversed(self.rows):
+            if int(r["step"]) == step:
+                return r
+        return {}
+
     def _rewrite(self):
-        if self.fieldnames is None:
+        if not self.fieldnames:
             self.path.write_text("")
             return
         with self.path.open("w", newline="") as f:
@@ -165,11 +196,14 @@ class _MetricsLog:
 
     def add(self, step: int, metrics: dict):
         row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
-        if self.fieldnames is None:
-            self.fieldnames = list(row.keys())
+        self.rows.append(row)
+        new = [k for k in row if k not in self.fieldnames]
+        if new:
+            self.fieldnames += new
             self._rewrite()
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.fieldnames, extrasaction="ignore").writerow(row)
+        else:
+            with self.path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.fieldnames).writerow(row)
         for k, v in row.items():
             if k != "step":
                 self.tb.add_scalar(k, v, step)
@@ -205,6 +239,107 @@ def restore_checkpoint(mngr, template: TrainState, step: int | None = None) -> T
     return jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), restored)
 
 
+def _step_dirs(workdir: Path) -> list[Path]:
+    """Finished-looking checkpoint step folders (orbax names them by the step; temporaries carry a suffix)."""
+    root = workdir / "checkpoints"
+    return [p for p in root.iterdir() if p.is_dir() and p.name.isdigit()] if root.is_dir() else []
+
+
+def _short(exc: BaseException, n: int = 160) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:n]}{'...' if len(text) > n else ''}"
+
+
+def restore_latest_good(workdir: Path, template: TrainState):
+    """``(manager, state, step)`` from the newest checkpoint that restores; ``state`` is ``template`` and ``step``
+    0 when there is none.
+
+    A checkpoint that fails to restore (files truncated or garbled by a full disk or a crash outside orbax's
+    atomic write: ``JSONDecodeError``, tensorstore read errors, ...) is moved to ``workdir/corrupt_checkpoints/``
+    (kept for inspection, out of orbax's way) with one warning naming it, and the previous one is tried.
+    """
+    mngr = _checkpoint_manager(workdir)
+    for step in sorted(mngr.all_steps(), reverse=True):
+        try:
+            ts = restore_checkpoint(mngr, template, step)
+            if int(ts.step) != int(step):
+                raise ValueError(f"checkpoint {step} holds step {int(ts.step)}")
+            return mngr, ts, int(step)
+        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is skipped, none may block a resume
+            bad = workdir / "checkpoints" / str(step)
+            dest = workdir / "corrupt_checkpoints" / str(step)
+            k = 1
+            while dest.exists():
+                dest, k = workdir / "corrupt_checkpoints" / f"{step}.{k}", k + 1
+            if bad.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                bad.rename(dest)
+            print(f"warning: checkpoint step {step} in {workdir} cannot be restored ({_short(exc)}); moved it to "
+                  f"{dest} and trying the previous checkpoint", file=sys.stderr, flush=True)
+            mngr.close()
+            mngr = _checkpoint_manager(workdir)  # a fresh manager: orbax may cache the bad step's metadata
+    return mngr, template, 0
+
+
+class ConfigMismatchError(ValueError):
+    """A run directory holds a run trained with another config."""
+
+
+# Fields a resume may change (everything else must equal the recorded config): the run length and the host
+# loop's chunking / checkpoint cadence, and the evaluation that follows training.
+RESUME_MAY_CHANGE = tuple(f"train.{k}" for k in ("num_iterations", "steps_per_call", "checkpoint_every")) + ("eval",)
+
+
+def _config_json(config) -> str:
+    if hasattr(config, "to_json_best_effort"):
+        return config.to_json_best_effort(indent=2)
+    return json.dumps(config, indent=2, default=str)
+
+
+def _flatten(d, prefix: str = "") -> dict:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def config_differences(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
+    """``[(field, saved value, current value)]`` for dotted fields that differ, except ``RESUME_MAY_CHANGE``."""
+    a, b = _flatten(saved), _flatten(current)
+    may = lambda k: any(k == f or k.startswith(f + ".") for f in RESUME_MAY_CHANGE)  # noqa: E731
+    missing = object()
+    return [(k, a.get(k, missing), b.get(k, missing)) for k in sorted(set(a) | set(b))
+            if not may(k) and a.get(k, missing) != b.get(k, missing)]
+
+
+def check_resume_config(config, workdir: str | Path) -> bool:
+    """Whether ``workdir`` holds a run to resume; raises :class:`ConfigMismatchError` (one line: the fields that
+    differ) when that run's recorded ``config.json`` differs from ``config`` outside ``RESUME_MAY_CHANGE``.
+    Cheap (no orbax, no task): call it before building anything."""
+    workdir = Path(workdir)
+    if not _step_dirs(workdir):
+        return False
+    path = workdir / "config.json"
+    if not path.exists():
+        print(f"warning: {workdir} has checkpoints but no config.json; resuming without checking the config",
+              file=sys.stderr, flush=True)
+        return True
+    try:
+        saved = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigMismatchError(f"cannot resume {workdir}: its config.json is unreadable ({_short(exc, 80)}); "
+                                  "start over with --fresh or use another --workdir") from None
+    diffs = config_differences(saved, json.loads(_config_json(config)))
+    if diffs:
+        fmt = lambda v: "(absent)" if not isinstance(v, (str, int, float, bool, list, type(None))) else repr(v)  # noqa: E731
+        what = ", ".join(f"{k} ({fmt(a)[:40]} -> {fmt(b)[:40]})" for k, a, b in diffs)
+        raise ConfigMismatchError(f"cannot resume {workdir}: it was trained with another config; differing "
+                                  f"fields: {what}. Start over with --fresh or use another --workdir")
+    return True
+
+
 # Config fields that only steer the host loop (not the compiled update): changing them reuses the compilation.
 _HOST_ONLY_TRAIN_FIELDS = ("num_iterations", "steps_per_call", "checkpoint_every")
 
@@ -223,6 +358,23 @@ def _compiled(config, task: Task):
     return cache[key]
 
 
+class _RunHostStats:
+    """The task's host counters counted over the RUN, across resumes: ``offset`` (the counters logged at the
+    restored step) plus what the counters gained since this call started. So ``host/*`` in ``metrics.csv``
+    continue exactly after a resume (and a task reused for a second run does not carry the first one's counts).
+    Keys are sorted, so a run and its resumed copy add the columns of new failure reasons in the same order."""
+
+    def __init__(self, fn: Callable[[], dict], restored_row: dict):
+        self.fn = fn
+        self.base = {k: float(v) for k, v in fn().items()}
+        self.offset = {k[len("host/"):]: float(v) for k, v in restored_row.items() if k.startswith("host/")}
+
+    def __call__(self) -> dict:
+        now = {k: float(v) for k, v in self.fn().items()}
+        keys = sorted(set(now) | set(self.offset))
+        return {k: self.offset.get(k, 0.0) + (now.get(k, 0.0) - self.base.get(k, 0.0)) for k in keys}
+
+
 def train_and_evaluate(config, workdir: str | Path, task: Task | None = None, stop_after: int | None = None,
                        progress: bool = True) -> dict:
     """Trains ``task`` (built from ``config`` when not given) in ``workdir``; resumes from its latest checkpoint.
@@ -233,29 +385,30 @@ def train_and_evaluate(config, workdir: str | Path, task: Task | None = None, st
     from tqdm.auto import tqdm
 
     workdir = Path(workdir)
+    tc = config.train
+    chunk = int(tc.get("steps_per_call", 10))
+    ckpt_every = int(tc.get("checkpoint_every", 100))
+    if chunk < 1 or ckpt_every < 1 or ckpt_every % chunk:
+        raise ValueError(f"train.checkpoint_every={ckpt_every} must be a positive multiple of "
+                         f"train.steps_per_call={chunk}")
+    total = int(tc.num_iterations)
+    # Before anything slow: a run directory trained with another config is refused, never silently resumed.
+    check_resume_config(config, workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if task is None:
         from experiments.registry import build_task
 
         task = build_task(config)
-    tc = config.train
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) if hasattr(config, "to_json_best_effort")
-                                          else json.dumps(config, indent=2, default=str))
     init, jit_chunk, sample_jit, v_reward = _compiled(config, task)
-    chunk = int(tc.get("steps_per_call", 10))
-    ckpt_every = int(tc.get("checkpoint_every", 100))
-    if ckpt_every % chunk:
-        raise ValueError(f"train.checkpoint_every={ckpt_every} must be a multiple of train.steps_per_call={chunk}")
-    total = int(tc.num_iterations)
 
     ts = init(jax.random.PRNGKey(int(config.seed)))
-    mngr = _checkpoint_manager(workdir)
-    start = 0
-    if mngr.latest_step() is not None:
-        ts = restore_checkpoint(mngr, ts)
-        start = int(ts.step)
+    mngr, ts, start = restore_latest_good(workdir, ts)
+    if start:
         print(f"resumed {workdir} from step {start}")
+    # Written after the restore: a resume may only have changed RESUME_MAY_CHANGE fields, recorded here.
+    (workdir / "config.json").write_text(_config_json(config))
     log = _MetricsLog(workdir, start)
+    host_stats = _RunHostStats(task.host_stats, log.row_at(start)) if task.host_stats else None
 
     t0 = time.perf_counter()
     end = total if stop_after is None else min(total, start + stop_after)
@@ -265,7 +418,7 @@ def train_and_evaluate(config, workdir: str | Path, task: Task | None = None, st
         n = min(chunk, end - step, ckpt_every - step % ckpt_every)
         ts, metrics = jit_chunk(ts, n)
         metrics = jax.device_get(metrics)
-        host = task.host_stats() if task.host_stats else {}
+        host = host_stats() if host_stats else {}
         for i in range(n):
             row = {k: v[i] for k, v in metrics.items()}
             row.update({f"host/{k}": v for k, v in host.items()})
@@ -300,8 +453,8 @@ def train_and_evaluate(config, workdir: str | Path, task: Task | None = None, st
     samples, log_r, terms = cat(finals), np.concatenate(log_rs)[:n_samples], cat(term_list)
     summary.update({"num_samples": n_samples, "log_reward_mean": float(np.mean(log_r)),
                     "log_z": float(ts.params["log_z"])})
-    if task.host_stats:
-        summary["host_stats"] = task.host_stats()
+    if host_stats:
+        summary["host_stats"] = host_stats()
     if task.evaluate is not None:
         summary.update(task.evaluate(samples=samples, log_r=log_r, terms=terms, workdir=workdir, state=ts,
                                      sample_fn=sample_jit, config=config))
