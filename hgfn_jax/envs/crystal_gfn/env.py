@@ -35,6 +35,8 @@ import numpy as np
 
 from hgfn_jax.crystal import elements as elm
 from hgfn_jax.crystal import spacegroup as sgm
+from hgfn_jax.crystal.lattice import rhombohedral_to_hexagonal
+from hgfn_jax.envs.crystal_gfn import composition_parents as comp_parents
 from hgfn_jax.envs.crystal_gfn import composition_subspace as comp
 from hgfn_jax.envs.crystal_gfn import lattice_subspace as lat
 from hgfn_jax.envs.crystal_gfn import spacegroup_subspace as sgs
@@ -53,6 +55,7 @@ from hgfn_jax.envs.crystal_gfn.types import (
     CrystalState,
 )
 from hgfn_jax.gflownet.env import (
+    NEG_INF,
     Environment,
     Exploration,
     masked_log_softmax,
@@ -189,6 +192,15 @@ class CrystalGFN(Environment):
             ~cons.FIXED_MASK[ls] | ((cons.FIXED_VALUE[ls] >= low_ang) & (cons.FIXED_VALUE[ls] <= high_ang)), axis=1
         )
         sg_allowed &= fixed_ok
+        # a cell cannot hold fewer atoms than its group's smallest orbit (Wyckoff multiplicity): say so up front
+        orbit_min = np.array([int(host["wyckoff_mult"][g][host["wyckoff_mask"][g]].min()) for g in self.spacegroups])
+        if sg_allowed.any() and np.all(orbit_min[sg_allowed] > r_atoms):
+            g_min = self.spacegroups[sg_allowed][np.argmin(orbit_min[sg_allowed])]
+            raise ValueError(
+                f"max_atoms={r_atoms} is below the smallest orbit of every allowed space group (the smallest is "
+                f"{int(orbit_min[sg_allowed].min())} sites, group {int(g_min)}): no composition fits; raise "
+                "max_atoms or allow other space groups"
+            )
 
         # ---- tables -----------------------------------------------------------------------------------------
         self.wyckoff = wy.build_tables(self.spacegroups, cap)
@@ -401,23 +413,28 @@ class CrystalGFN(Environment):
 
     def log_pb(self, bwd_out, next_state: CrystalState, action: CrystalAction, prev_state: CrystalState):
         return self._log_pb_with(bwd_out, next_state, action, prev_state,
-                                 self._log_pb_lattice(bwd_out, next_state, action, prev_state))
+                                 self._log_pb_lattice(bwd_out, next_state, action, prev_state),
+                                 self._parents(next_state))
+
+    def _parents(self, next_state: CrystalState) -> jnp.ndarray:
+        """``[E] bool``: elements that may have been added last (``composition_parents``)."""
+        return comp_parents.parent_mask(self.comp, self._row(next_state), next_state.composition)
 
     def _log_pb_with(self, bwd_out, next_state: CrystalState, action: CrystalAction, prev_state: CrystalState,
-                     lp_lat_inc):
+                     lp_lat_inc, parents):
         b_sg, b_comp, _ = self._split_bwd(bwd_out)
         st = action.stage
         idx = action.index
         # space group: stop has a deterministic backward step
         lp_sg = jnp.where(idx == self.n_sg_actions - 1, 0.0,
                           sgs.log_pb(b_sg, next_state.spacegroup, prev_state.spacegroup))
-        # composition: which present element was added last
-        present = next_state.composition.counts > 0
+        # composition: which present element was added last, over the parents the forward policy can come from
         e = jnp.clip(idx // self.cap, 0, len(self.elements) - 1)
         if b_comp is None:
-            lp_el = -jnp.log(jnp.maximum(next_state.composition.n_elements, 1).astype(jnp.float32))
+            n_par = jnp.sum(parents).astype(jnp.float32)
+            lp_el = jnp.where(parents[e], -jnp.log(jnp.maximum(n_par, 1.0)), NEG_INF)
         else:
-            lp_el = masked_log_softmax(b_comp, present)[e]
+            lp_el = masked_log_softmax(b_comp, parents)[e]
         lp_comp = jnp.where(idx == self.n_comp_actions - 1, 0.0, lp_el)
         # lattice
         lp_lat = jnp.where(idx == LATTICE_EOS, 0.0, lp_lat_inc)
@@ -459,23 +476,35 @@ class CrystalGFN(Environment):
         lp_lat = jax.lax.cond(jnp.any(st == STAGE_LATTICE),
                               lambda: jax.vmap(self._log_pb_lattice)(bwd_out, next_states, actions, prev_states),
                               lambda: jnp.zeros(st.shape, jnp.float32))
-        return jax.vmap(self._log_pb_with)(bwd_out, next_states, actions, prev_states, lp_lat)
+        n_el = len(self.elements)
+        parents = jax.lax.cond(jnp.any(st == STAGE_COMPOSITION),
+                               lambda: jax.vmap(self._parents)(next_states),
+                               lambda: jnp.zeros((st.shape[0], n_el), bool))
+        return jax.vmap(self._log_pb_with)(bwd_out, next_states, actions, prev_states, lp_lat, parents)
 
     def terminal_info(self, state: CrystalState) -> dict[str, jnp.ndarray]:
-        """Outputs for rewards: space group number ``[]`` (0 if unset), counts ``[E]``, counts by atomic number
-        ``[119]``, lattice ``[6]`` (Angstrom, degrees; ties and fixed angles applied), lattice system ``[]``,
-        ``cell_ok []`` (the six parameters form a cell of positive volume)."""
+        """The terminal record rewards and metrics read: space group number ``[]`` (0 if unset), counts ``[E]``,
+        counts by atomic number ``[119]``, ``lattice [6]`` (Angstrom, degrees) of the cell the counts describe,
+        ``lattice_sampled [6]`` (the cell as the lattice stage sampled it: ties and fixed angles applied), lattice
+        system ``[]``, ``cell_ok []`` (the sampled parameters form a cell of positive volume).
+
+        The two lattices differ for the R groups only: the lattice stage samples them on rhombohedral axes
+        (paper 001), but the counts follow the Wyckoff multiplicities of the hexagonal-axes conventional cell
+        (3x the volume), so ``lattice`` is that hexagonal cell; a density or a volume per atom computed from
+        ``counts`` and ``lattice`` is then right for every group."""
         row = self._row(state)
         number = jnp.where(state.spacegroup.sg >= 0, self.sg.groups[row], 0)
         ls = self._lattice_system(state)
         params = lat.physical(self.lat, state.lattice, ls)
         counts = state.composition.counts
         counts_z = jnp.zeros(elm.NUM_ELEMENTS, jnp.int32).at[jnp.asarray(self.z)].add(counts)
+        conventional = jnp.where(ls == sgm.RHOMBOHEDRAL, rhombohedral_to_hexagonal(params), params)
         return {
             "spacegroup": number.astype(jnp.int32),
             "counts": counts,
             "counts_z": counts_z,
-            "lattice": params,
+            "lattice": conventional,
+            "lattice_sampled": params,
             "lattice_system": ls,
             "cell_ok": lat.cell_volume_factor(params) > 0.0,
         }
