@@ -25,6 +25,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -139,13 +140,20 @@ def _parse_one(cif: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return params, frac, z
 
 
-def _parse_many(cifs: list[str], workers: int = 2) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _parse_many(cifs: list[str], workers: int = 2,
+                progress: bool = False) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Parse ``cifs`` (in order) serially or in ``workers`` spawned processes; ``progress`` shows a bar (the
+    full data set takes minutes on 2 cores, and a silent first run looks hung)."""
+    from tqdm.auto import tqdm
+
+    bar = partial(tqdm, total=len(cifs), desc="parsing data-set CIFs", unit="cif", disable=not progress,
+                  mininterval=1.0)
     if len(cifs) < _SERIAL_ROWS or workers <= 1:
-        return [_parse_one(c) for c in cifs]
+        return [_parse_one(c) for c in bar(cifs)]
     ctx = multiprocessing.get_context("spawn")  # never fork a process that runs JAX threads
     chunk = max(1, min(256, len(cifs) // (4 * workers)))
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        return list(pool.map(_parse_one, cifs, chunksize=chunk))
+        return list(bar(pool.map(_parse_one, cifs, chunksize=chunk)))
 
 
 def _ragged(rows: np.ndarray, parsed: list, nsites_expected: np.ndarray) -> dict[str, np.ndarray]:
@@ -213,7 +221,7 @@ def build_cache(
         return path
     t0 = time.perf_counter()
     cifs = _read_cifs(rows)
-    parsed = _parse_many(cifs, workers=workers)
+    parsed = _parse_many(cifs, workers=workers, progress=verbose)
     data = _ragged(rows, parsed, meta["nsites"].to_numpy()[rows])
     elapsed = time.perf_counter() - t0
     data["signature"] = _source_signature()

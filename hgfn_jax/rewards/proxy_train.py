@@ -152,7 +152,10 @@ def _map_in_processes(fn, jobs: list, workers: int) -> list | None:
     try:
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            return list(pool.map(fn, jobs, chunksize=256))
+            from tqdm.auto import tqdm
+
+            it = pool.map(fn, jobs, chunksize=256)
+            return list(tqdm(it, total=len(jobs), desc="proxy data: spglib cells", unit="cell", mininterval=1.0))
     except (cf.process.BrokenProcessPool, RuntimeError, OSError):
         return None
 
@@ -188,6 +191,9 @@ def build_proxy_data(
         for i in range(m)
     )
     jobs = list(jobs)
+    # spglib's C library prints "ssm_get_exact_positions failed." for cells it cannot symmetrise (dozens on the
+    # data set); those are counted in the one warning below instead. Spawned workers inherit the setting.
+    os.environ.setdefault("SPGLIB_WARNING", "OFF")
     out = None
     if workers > 1 and len(jobs) >= 512:
         out = _map_in_processes(_conventional_row, jobs, workers)
