@@ -17,9 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.configs._crystal_gfn import DATA_SET_VOLUME_PER_ATOM
 from experiments.registry import register
 from hgfn_jax.crystal import elements as elm
 from hgfn_jax.crystal.lattice import density as crystal_density
+from hgfn_jax.crystal.lattice import volume as lattice_volume
 from hgfn_jax.crystal.types import Crystal
 from hgfn_jax.gflownet.env import Exploration
 from hgfn_jax.gflownet.rollout import rollout
@@ -39,20 +41,6 @@ def make_env(config):
     return CrystalGFN(**kw)
 
 
-RHOMBOHEDRAL = 4  # lattice-system code of the R groups (hgfn_jax.crystal.spacegroup)
-
-
-def conventional_lattice(info: dict) -> jnp.ndarray:
-    """The lattice in the setting the composition counts refer to. Crystal-GFN samples the R groups on
-    rhombohedral axes (paper 001), but its Wyckoff multiplicities, hence the atom counts, are those of the
-    hexagonal-axes conventional cell (3x the volume), which is also the proxies' training setting; so the R
-    groups' lattices are converted to hexagonal axes before any property or density is computed."""
-    from hgfn_jax.rewards.proxies import rhombohedral_to_hexagonal
-
-    lat = info["lattice"].astype(jnp.float32)
-    return jnp.where(info["lattice_system"] == RHOMBOHEDRAL, rhombohedral_to_hexagonal(lat), lat)
-
-
 def composition_crystal(info: dict, n_max: int) -> Crystal:
     """A site list (coordinates unknown, all zero) carrying the composition, group and lattice of a Crystal-GFN
     terminal state, so the shared reward functions (proxy features, exact density) apply unchanged. Cells of
@@ -61,7 +49,7 @@ def composition_crystal(info: dict, n_max: int) -> Crystal:
     counts = info["counts_z"]
     species = jnp.repeat(jnp.arange(counts.shape[0], dtype=jnp.int32), counts, total_repeat_length=n_max)
     mask = jnp.arange(n_max) < jnp.sum(counts)
-    return Crystal(lattice=conventional_lattice(info), frac=jnp.zeros((n_max, 3), jnp.float32),
+    return Crystal(lattice=info["lattice"].astype(jnp.float32), frac=jnp.zeros((n_max, 3), jnp.float32),
                    species=jnp.where(mask, species, 0), mask=mask, spacegroup=info["spacegroup"],
                    overflow=jnp.asarray(False))
 
@@ -86,7 +74,9 @@ def make_log_reward(config, env):
 
     reward = make_crystalgfn_reward(
         CrystalGFNRewardConfig(target=rc.target, temperature=rc.temperature, bandgap_center=rc.bandgap_center,
-                               bandgap_beta=rc.bandgap_beta),
+                               bandgap_beta=rc.bandgap_beta,
+                               volume_per_atom=None if rc.get("volume_per_atom") is None
+                               else tuple(rc.volume_per_atom)),
         property_fn,
     )
     n_max = int(config.env.max_atoms)
@@ -104,7 +94,7 @@ def _property_of(terms: dict, target: str) -> np.ndarray:
 
 def _records(env, infos: dict, prop: np.ndarray, log_r: np.ndarray, target: str) -> list[dict]:
     """CIF-like records: composition (atoms in the conventional cell), space group, lattice of that cell."""
-    conv = np.asarray(jax.vmap(conventional_lattice)(infos))
+    conv = np.asarray(infos["lattice"])  # the cell the counts describe (hexagonal axes for the R groups)
     out = []
     for i in range(len(prop)):
         counts = {env.elements[e]: int(n) for e, n in enumerate(infos["counts"][i]) if n > 0}
@@ -115,9 +105,17 @@ def _records(env, infos: dict, prop: np.ndarray, log_r: np.ndarray, target: str)
     return out
 
 
+def plausible_volume_share(infos: dict, bounds=DATA_SET_VOLUME_PER_ATOM) -> float:
+    """Share of cells whose volume per atom (the cell the counts describe) lies in ``bounds`` (A^3/atom)."""
+    vol = np.asarray(jax.vmap(lattice_volume)(jnp.asarray(infos["lattice"], jnp.float32)))
+    vpa = vol / np.maximum(np.asarray(infos["counts"]).sum(axis=1), 1)
+    return float(np.mean((vpa >= bounds[0]) & (vpa <= bounds[1])))
+
+
 def _summary(env, infos: dict, prop: np.ndarray, target: str) -> dict:
     present = infos["counts"] > 0
     s = {
+        "plausible_volume_share": plausible_volume_share(infos),
         f"{target}_median": float(np.median(prop)),
         f"{target}_mean": float(np.mean(prop)),
         "num_spacegroups": int(len(np.unique(infos["spacegroup"]))),

@@ -108,6 +108,12 @@ def density(crystal: Crystal) -> jnp.ndarray:
     return total * AMU_G_PER_CM3 / volume(crystal.lattice)
 
 
+def volume_per_atom(crystal: Crystal) -> jnp.ndarray:
+    """[] cell volume per real site, A^3/atom (0 for an empty or impossible cell)."""
+    n = jnp.sum(crystal.mask.astype(jnp.float32))
+    return jnp.where(n > 0, volume(crystal.lattice) / jnp.maximum(n, 1.0), 0.0)
+
+
 def is_degenerate(params: jnp.ndarray, rel_volume_tol: float = DEFAULT_REL_VOLUME_TOL) -> jnp.ndarray:
     """[] bool: the lattice is unusable — NaN/inf, a length <= 0, an angle outside (0, 180) degrees, an
     impossible angle triple (e.g. alpha + beta < gamma), or a nearly flat cell, V / (abc) < rel_volume_tol.
@@ -256,3 +262,18 @@ def reciprocal_heights(matrix: jnp.ndarray) -> jnp.ndarray:
     )
     vol = jnp.abs(jnp.dot(matrix[0], cross[0]))
     return vol / jnp.maximum(jnp.sqrt(jnp.sum(cross * cross, axis=-1)), 1e-30)
+
+
+def rhombohedral_to_hexagonal(lattice: jnp.ndarray) -> jnp.ndarray:
+    """[..., 6] hexagonal-axes cell (a, a, c, 90, 90, 120) of a rhombohedral-axes cell (a_r, a_r, a_r, al x3).
+
+    The conventional cell of the R groups uses hexagonal axes (3x the volume of the rhombohedral cell, obverse
+    setting): Wyckoff multiplicities (pyxtal, the International Tables) and the proxies' training data refer to
+    it. ``a = 2 a_r sin(al / 2)``, ``c = a_r sqrt(3 (1 + 2 cos al))``. Uses ``a`` (index 0) and ``alpha``
+    (index 3) only; jit/vmap-safe.
+    """
+    a_r, al = lattice[..., 0], jnp.deg2rad(lattice[..., 3])
+    a = 2.0 * a_r * jnp.sin(al / 2.0)
+    c = a_r * jnp.sqrt(jnp.maximum(3.0 * (1.0 + 2.0 * jnp.cos(al)), 0.0))
+    ninety, hundred_twenty = jnp.full_like(a, 90.0), jnp.full_like(a, 120.0)
+    return jnp.stack([a, a, c, ninety, ninety, hundred_twenty], axis=-1)

@@ -57,6 +57,11 @@ repository: ``gflownet/proxy/base.py`` and ``config/experiments/crystals/starlin
 - band gap: ``R = exp(-8 (BG - 1.34)^2)`` (``rbf_exponential``, squared distance, center 1.34 eV = the
   Shockley-Queisser optimum, beta -8), rewards clipped below at 1e-8;
 - density: ``R = rho`` in g/cm^3 (identity reward on the density proxy), clipped below at 1e-8.
+- plausibility (our addition, off in the paper preset): with ``volume_per_atom = (lo, hi)`` a cell whose volume
+  per atom lies outside ``[lo, hi]`` A^3 gets the floor log-reward, like an invalid input. The proxies never saw
+  such cells (the data set spans 4.8-133.7 A^3/atom) and a trained sampler exploits them: in the default run
+  without it, a quarter of the samples had < 5 A^3/atom and half > 100. A reward factor (a 0/1 indicator
+  applied before the floor) leaves the lattice stage's densities untouched, so TB still samples R exactly.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ from dataclasses import dataclass
 
 import jax.numpy as jnp
 
+from hgfn_jax.crystal.lattice import volume_per_atom
 from hgfn_jax.crystal.types import Crystal
 from hgfn_jax.rewards import composition as comp
 from hgfn_jax.rewards import physics
@@ -141,6 +147,7 @@ class CrystalGFNRewardConfig:
     bandgap_beta: float = 8.0  # R = exp(-beta (BG - center)^2)
     reward_min: float = 1e-8  # band gap and density (configs: reward_min 1e-8, do_clip_rewards)
     log_reward_min: float = -100.0  # floor of the formation-energy log-reward (and of invalid inputs there)
+    volume_per_atom: tuple[float, float] | None = None  # plausible range, A^3/atom (None: no constraint)
 
 
 def _f32(x) -> jnp.ndarray:
@@ -319,23 +326,32 @@ def make_crystalgfn_reward(
     if not cfg.reward_min > 0:
         raise ValueError(f"reward_min must be > 0, got {cfg.reward_min}")
     log_min = math.log(cfg.reward_min)
+    if cfg.volume_per_atom is not None:
+        lo, hi = (float(x) for x in cfg.volume_per_atom)
+        if not 0.0 <= lo < hi:
+            raise ValueError(f"volume_per_atom must be (lo, hi) with 0 <= lo < hi A^3/atom, got {cfg.volume_per_atom}")
 
     def log_reward(crystal: Crystal) -> tuple[jnp.ndarray, Terms]:
         safe, ok = _prepare(crystal)
         terms: Terms = {}
+        plausible = jnp.ones((), bool)
+        if cfg.volume_per_atom is not None:  # the property is still reported; only the reward is floored
+            vpa = volume_per_atom(safe)
+            plausible = ok & (vpa >= lo) & (vpa <= hi)
+            terms.update(volume_per_atom=jnp.where(ok, vpa, 0.0), plausible_volume=plausible)
         if cfg.target == "formation_energy":
             fe, fe_ok = _property(property_fn, safe, ok)
-            log_r = jnp.where(fe_ok, -fe / cfg.temperature, cfg.log_reward_min)
+            log_r = jnp.where(fe_ok & plausible, -fe / cfg.temperature, cfg.log_reward_min)
             log_r = jnp.maximum(log_r, cfg.log_reward_min)
             terms.update(energy=fe, energy_valid=fe_ok)
         elif cfg.target == "band_gap":
             bg, bg_ok = _property(property_fn, safe, ok)
-            log_r = jnp.where(bg_ok, -cfg.bandgap_beta * jnp.square(bg - cfg.bandgap_center), log_min)
+            log_r = jnp.where(bg_ok & plausible, -cfg.bandgap_beta * jnp.square(bg - cfg.bandgap_center), log_min)
             log_r = jnp.maximum(log_r, log_min)
             terms.update(band_gap=bg, bandgap_valid=bg_ok)
         else:
             rho = physics.density_term(safe).density
-            log_r = jnp.where(ok, jnp.log(jnp.maximum(rho, cfg.reward_min)), log_min)
+            log_r = jnp.where(ok & plausible, jnp.log(jnp.maximum(rho, cfg.reward_min)), log_min)
             terms.update(density=jnp.where(ok, rho, 0.0))
         terms.update(log_reward=log_r, structure_valid=ok)
         return _f32(log_r), {k: _f32(v) for k, v in terms.items()}

@@ -62,6 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hgfn_jax.crystal import elements as el
+from hgfn_jax.crystal.lattice import rhombohedral_to_hexagonal  # noqa: F401  (re-export)
 
 NUM_Z = el.NUM_ELEMENTS  # 119: index = atomic number, 0 = padding
 NUM_SPACEGROUPS = 230
@@ -296,20 +297,7 @@ def cell_volume(lattice: jnp.ndarray) -> jnp.ndarray:
 
 
 RHOMBOHEDRAL_SPACEGROUPS = (146, 148, 155, 160, 161, 166, 167)  # R-centred trigonal groups
-
-
-def rhombohedral_to_hexagonal(lattice: jnp.ndarray) -> jnp.ndarray:
-    """[..., 6] hexagonal-axes cell (a, a, c, 90, 90, 120) of a rhombohedral-axes cell (a_r, a_r, a_r, al x3).
-
-    The proxy is trained on conventional cells, which for the R groups use hexagonal axes (3x the volume of
-    the rhombohedral cell, obverse setting). ``a = 2 a_r sin(al / 2)``, ``c = a_r sqrt(3 (1 + 2 cos al))``.
-    Uses ``a`` (index 0) and ``alpha`` (index 3) only; jit/vmap-safe.
-    """
-    a_r, al = lattice[..., 0], jnp.deg2rad(lattice[..., 3])
-    a = 2.0 * a_r * jnp.sin(al / 2.0)
-    c = a_r * jnp.sqrt(jnp.maximum(3.0 * (1.0 + 2.0 * jnp.cos(al)), 0.0))
-    ninety, hundred_twenty = jnp.full_like(a, 90.0), jnp.full_like(a, 120.0)
-    return jnp.stack([a, a, c, ninety, ninety, hundred_twenty], axis=-1)
+# rhombohedral_to_hexagonal lives with the other cell maths (hgfn_jax.crystal.lattice); re-exported here
 
 
 def input_validity(counts_z: jnp.ndarray, spacegroup: jnp.ndarray, lattice: jnp.ndarray) -> jnp.ndarray:
