@@ -85,6 +85,13 @@ def make_env(config):
 
 def make_log_reward(config):
     """``(log_reward(state) -> (log_r, terms), energy bridge)`` for ``config.reward.kind``."""
+    from hgfn_jax import paths
+
+    rc = config.reward
+    if rc.kind not in ("chgflownet", "shaft"):
+        raise ValueError(f"reward.kind must be 'chgflownet' or 'shaft', got {rc.kind!r}")
+    # before torch / matgl load (seconds): a configured models folder without this model fails here, at once
+    paths.model_folder(rc.energy_model)
     from hgfn_jax.rewards.callback import make_property_fn
     from hgfn_jax.rewards.composite import (
         CHGFlowNetRewardConfig,
@@ -93,7 +100,6 @@ def make_log_reward(config):
         make_shaft_reward,
     )
 
-    rc = config.reward
     if rc.kind == "chgflownet":
         cfg = CHGFlowNetRewardConfig()
         # No clamp in the bridge: paper 000 A.3.6 sends predictions below -10 eV/atom to +10 (the reward's rule).

@@ -73,3 +73,27 @@ def require_file(kind: str, name: str) -> Path:
             f"(default ../shared/{kind} beside the project). Public source: {source}."
         )
     return path
+
+
+def model_folder(name: str, model_dir: str | Path | None = None) -> Path | None:
+    """The local folder of pretrained model ``name``: ``<model_dir or model_dir()>/<name>``.
+
+    Returns None only when no local folder is set at all (no ``model_dir``, no ``HGFN_MODEL_DIR``, no default
+    ``../shared/models``): then, and only then, a loader may fetch the model by name from a hub. With a
+    local-folder setting a missing folder raises :class:`MissingResourceError` at once (no hub lookup: on an
+    offline machine that takes minutes of retries before failing). Cheap: nothing heavy is imported.
+    """
+    explicit = model_dir is not None or bool(os.environ.get("HGFN_MODEL_DIR"))
+    base = Path(model_dir).expanduser() if model_dir is not None else _resolve("models")
+    folder = base / name
+    if folder.is_dir():
+        return folder
+    if explicit or base.is_dir():
+        setting = "model_dir" if model_dir is not None else ("HGFN_MODEL_DIR" if explicit else "the default")
+        raise MissingResourceError(
+            f"matgl model {name!r} not found: no folder {folder} (models folder from {setting}). Set "
+            f"HGFN_MODEL_DIR to the folder that holds {name}/ (default ../shared/models), or pass model_dir. "
+            f"Public source: {_SOURCES['models'][1]}."
+        )
+    return None
+

@@ -153,6 +153,16 @@ def parse_cif(text: str) -> Structure:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             parser = CifParser(io.StringIO(text))
+    except Exception as err:  # noqa: BLE001 - pymatgen raises many types on broken input
+        raise ValueError(f"malformed CIF: {type(err).__name__}: {err}") from err
+    # an impossible cell gets a message naming the field (pymatgen would say "Singular matrix", or accept a
+    # negative length); the parser's own parsed blocks are used, nothing is read twice
+    blocks = list(getattr(getattr(parser, "_cif", None), "data", {}).values())
+    if blocks:
+        _check_cif_cell(blocks[0].data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             structures = parser.parse_structures(primitive=False, on_error="raise")
     except ValueError as err:
         raise ValueError(f"malformed CIF: {err}") from err
@@ -161,6 +171,27 @@ def parse_cif(text: str) -> Structure:
     if not structures:
         raise ValueError("malformed CIF: no structure could be read")
     return structures[0]
+
+
+_CIF_CELL = ("_cell_length_a", "_cell_length_b", "_cell_length_c", "_cell_angle_alpha", "_cell_angle_beta",
+             "_cell_angle_gamma")
+
+
+def _check_cif_cell(data: dict) -> None:
+    """ValueError naming the field when a CIF block's cell has a length <= 0 or an angle outside (0, 180).
+    Fields that are absent or not numbers are left to pymatgen."""
+    for i, key in enumerate(_CIF_CELL):
+        raw = data.get(key)
+        if not isinstance(raw, str):
+            continue
+        try:
+            value = float(raw.split("(")[0])  # "5.431(2)": value with its uncertainty
+        except ValueError:
+            continue  # "?" / "." (unknown): pymatgen's parser reports it
+        ok = value > 0 if i < 3 else 0 < value < 180
+        if not (np.isfinite(value) and ok):
+            need = "a positive length (Angstrom)" if i < 3 else "an angle strictly between 0 and 180 degrees"
+            raise ValueError(f"malformed CIF: {key} = {raw}, need {need}")
 
 
 def from_cif(text: str, n_max: int, spacegroup: bool = False) -> Crystal:

@@ -13,8 +13,11 @@ name                              predicts                                    un
 ================================  ==========================================  ========  ======================
 
 All are loaded through :mod:`hgfn_jax.rewards.matgl_fix` (stock matgl 4.1.2 gives wrong numbers for these
-checkpoints; see there). If the folder is absent, the checkpoint is fetched by name through matgl's resolver
-(Hugging Face hub, ``ModelSpec.hub_name``) and must pass the same weights fingerprint check.
+checkpoints; see there). A models folder that is set (``model_dir``, ``HGFN_MODEL_DIR``, or the default
+``../shared/models`` existing) but lacks the model is an immediate error (:func:`hgfn_jax.paths.model_folder`), never
+a hub lookup. Only with no local models folder at all is the checkpoint fetched by name through matgl's resolver
+(Hugging Face hub, ``ModelSpec.hub_name``; not when ``HF_HUB_OFFLINE`` is set), and it must pass the same
+weights fingerprint check.
 
 Accuracy against the DFT labels of the CGCNN data set (120 random cells with <= 40 sites, seed 0; see
 ``tests/rewards/test_matgl_models.py``): M3GNet Eform MAE 0.018 eV/atom, MEGNet Eform 0.018 eV/atom, band gap
@@ -91,10 +94,15 @@ def configure_torch_threads(n: int | None = None) -> int:
 
 
 def _resolve_files(name: str, model_dir: str | Path | None) -> Path:
-    base = Path(model_dir) if model_dir is not None else paths.model_dir()
-    folder = base / name
-    if folder.is_dir():
+    folder = paths.model_folder(name, model_dir)  # raises at once when a local folder is set but lacks it
+    if folder is not None:
         return folder
+    # No local models folder is configured at all: fetch by name (needs network; skipped when HF_HUB_OFFLINE)
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise paths.MissingResourceError(
+            f"matgl model {name!r} not found: no local models folder ({paths.model_dir()}) and HF_HUB_OFFLINE "
+            f"is set. Set HGFN_MODEL_DIR to the folder that holds {name}/ (default ../shared/models)."
+        )
     hub = MODEL_SPECS[name].hub_name
     errors = []
     for candidate in [c for c in (hub, name) if c]:
@@ -106,8 +114,8 @@ def _resolve_files(name: str, model_dir: str | Path | None) -> Path:
         except Exception as exc:  # noqa: BLE001 - any failure means "not available", reported below
             errors.append(f"{candidate}: {type(exc).__name__}: {exc}")
     raise paths.MissingResourceError(
-        f"matgl model {name!r} not found: no folder {folder} and fetching it by name failed "
-        f"({'; '.join(errors)}). "
+        f"matgl model {name!r} not found: no local models folder ({paths.model_dir()}) and fetching it by name "
+        f"failed ({'; '.join(errors)}). "
         f"Set HGFN_MODEL_DIR to the folder that holds {name}/ (default ../shared/models), or pass model_dir."
     )
 

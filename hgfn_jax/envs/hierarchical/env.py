@@ -78,6 +78,14 @@ ALKALI = ("Li", "Na", "K")
 IS_LENGTH = np.array([True, True, True, False, False, False])
 
 
+def smallest_orbits(groups) -> np.ndarray:
+    """``[len(groups)] int``: the smallest Wyckoff multiplicity (sites of the conventional cell) of each group."""
+    from hgfn_jax.crystal.spacegroup import host_tables
+
+    host = host_tables()
+    return np.array([int(host["wyckoff_mult"][g][host["wyckoff_mask"][g]].min()) for g in np.asarray(groups, int)])
+
+
 @dataclass(frozen=True)
 class HierarchicalConfig:
     num_steps: int = 3  # T: reference atoms = hierarchical steps (3 CHGFlowNet, 2 SHAFT)
@@ -111,6 +119,20 @@ class _CrystalTransitions:
             )
         if len(set(groups.tolist())) != groups.size:
             raise ValueError("spacegroups has duplicates")
+        if isinstance(c.n_max, bool) or not isinstance(c.n_max, (int, np.integer)) or c.n_max < 1:
+            raise ValueError(f"n_max (the padded cell size, in sites) must be an integer >= 1, got {c.n_max!r}")
+        # A group whose smallest orbit (Wyckoff multiplicity, conventional cell) exceeds n_max can only make cells
+        # that overflow: every structure in it would be refused, so the setting is impossible, not merely tight.
+        smallest = smallest_orbits(groups)
+        dead = groups[smallest > c.n_max]
+        if dead.size:
+            shown = ", ".join(f"{g} ({s} sites)" for g, s in zip(dead[:8], smallest[smallest > c.n_max][:8],
+                                                                 strict=False))
+            raise ValueError(
+                f"n_max={c.n_max} is smaller than the smallest orbit of allowed space group(s) {shown}"
+                f"{' ...' if dead.size > 8 else ''}: every structure in them would overflow; raise n_max to at "
+                f"least {int(smallest.max())} or drop those groups from spacegroups"
+            )
         if not set(c.required_elements) <= set(c.elements):
             raise ValueError(f"required elements {c.required_elements} not in the element set {c.elements}")
         if c.required_elements and (c.max_required_kinds < 1 or c.max_distinct_elements < 1):
