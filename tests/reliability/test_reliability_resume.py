@@ -1,7 +1,8 @@
 """Fault injection, training loop: a corrupt latest checkpoint, a resume with a changed config, host counters
 across a resume, metrics columns that appear late and a non-finite batch.
 
-All runs share one hypergrid task (``test`` preset, 5 iterations per jitted chunk, checkpoints every 10), so the
+A separate process is also killed with SIGKILL inside a jitted chunk and resumed here. All in-process runs
+share one hypergrid task (``test`` preset, 5 iterations per jitted chunk, checkpoints every 10), so the
 training step compiles once for the module. The task's reward goes through a host callback that keeps counters
 (like the energy bridge's ``host/energy/*``) and can be told to return NaN.
 """
@@ -204,3 +205,48 @@ def test_nonfinite_loss_skips_the_update(task):
     assert np.all(np.asarray(metrics["nonfinite_skipped"]) == 0)
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(healthy.params))
     assert not np.array_equal(np.asarray(healthy.params["log_z"]), np.asarray(ts.params["log_z"]))
+
+
+_KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import jax, jax.numpy as jnp
+from test_reliability_resume import _config, _HostCounter
+from experiments.registry import build_task
+from hgfn_jax.train import train_and_evaluate
+import dataclasses
+
+base = build_task(_config())
+counter = _HostCounter(base.env.side)
+real = counter.host
+
+def host(pos):
+    if counter.counts["host_calls"] == 12:  # inside the jitted chunk of iterations 11-15, after checkpoint 10
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(pos)
+
+def log_reward(state):
+    log_r, terms = base.log_reward(state)
+    return log_r + jax.pure_callback(host, jax.ShapeDtypeStruct((), jnp.float32), state.pos,
+                                     vmap_method="broadcast_all"), terms
+
+task = dataclasses.replace(base, log_reward=log_reward, host_stats=counter.stats, extras={{}})
+train_and_evaluate(_config(), {run!r}, task=task, progress=False)
+"""
+
+
+def test_kill_9_inside_a_jitted_step_resumes_exactly(task, uninterrupted, tmp_path):
+    """A real SIGKILL (no clean-up of any kind) in the middle of a jitted chunk, in a separate process."""
+    import pathlib
+    import signal
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    script = _KILLED_RUN.format(tests=str(pathlib.Path(__file__).parent), run=str(run))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 10  # rows 1-10; 11-15 died with the process
+    resumed = train_and_evaluate(_config(), run, task=task, progress=False)
+    full_run, full = uninterrupted
+    _assert_same_run(full, resumed, full_run, run)
