@@ -1,0 +1,69 @@
+"""Padded radius graphs for the in-graph energy models (matgl's graph, fixed capacity, overflow flag).
+
+matgl (``Structure2Graph`` -> ``pymatgen.optimization.neighbors.find_points_in_spheres``) builds the directed
+graph of every ordered pair (i, j image) with 0 < |r_j + offset - r_i| <= cutoff: each bond appears in both
+directions, a site's own periodic images are neighbours. Here the same edge set is held per DESTINATION atom:
+row ``i`` lists the ``K`` nearest edges arriving at ``i`` (``src = nbr[i, k]``, ascending distance), which is
+the neighbour list of ``i`` (:func:`hgfn_jax.crystal.geometry.neighbor_list`). The checkpoints aggregate onto
+the destination atom (matgl <= 2.0.x, restored on the host by ``hgfn_jax.rewards.matgl_fix`` fix 1), so the
+node update of ``i`` is a reduction over row ``i`` and needs no scatter.
+
+``vec[i, k]`` is the Cartesian vector from centre ``i`` to the neighbour image, i.e. matgl's bond vector of the
+edge ``i -> j`` (``pos[dst] + offshift - pos[src]``) and minus that of the edge ``j -> i`` held in row ``i``.
+Only lengths and angles between bonds sharing atom ``i`` are used, so the sign convention is stated where used.
+
+``overflow`` is True when the graph is not matgl's graph: some real atom has more than ``K`` neighbours within
+the cutoff, or the periodic-image window may have missed one (``NeighborList.truncated``). Energies of such a
+graph are never reported (the models return ``valid = False``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+from hgfn_jax.crystal.geometry import neighbor_list
+from hgfn_jax.crystal.types import Crystal
+
+
+class RadiusGraph(NamedTuple):
+    """Edges of one crystal within ``cutoff``, grouped by destination atom (leading [B] when vmapped)."""
+
+    src: jnp.ndarray  # [N, K] int32: source atom of edge (src -> i); 0 where edge_mask is False
+    dist: jnp.ndarray  # [N, K] float32: bond length (Angstrom), ascending along K; 0 where masked
+    vec: jnp.ndarray  # [N, K, 3] float32: Cartesian vector i -> src image; 0 where masked
+    edge_mask: jnp.ndarray  # [N, K] bool: a real edge
+    node_mask: jnp.ndarray  # [N] bool: a real atom
+    n_edges: jnp.ndarray  # [] int32: number of real edges (directed)
+    overflow: jnp.ndarray  # [] bool: the capacity K or the image window was too small (graph incomplete)
+
+
+def radius_graph(crystal: Crystal, cutoff: float, k: int, max_images: int = 2) -> RadiusGraph:
+    """matgl's radius graph of one (unbatched) crystal with at most ``k`` incoming edges per atom.
+
+    Args: ``cutoff`` in Angstrom (inclusive, as ``find_points_in_spheres``); ``k`` and ``max_images`` static.
+    Cost ~ N^2 (2 max_images + 1)^3; ``max_images=2`` covers every cell whose LLL-reduced interplanar spacings
+    are at least cutoff / 2.5 (others get ``overflow``).
+    """
+    nl = neighbor_list(crystal, k=k, cutoff=cutoff, max_images=max_images)
+    node_mask = jnp.asarray(crystal.mask, bool)
+    over_capacity = jnp.any(node_mask & (nl.count > k))
+    edge_mask = nl.nbr_mask & node_mask[:, None]
+    return RadiusGraph(
+        src=nl.idx,
+        dist=nl.dist,
+        vec=nl.vec,
+        edge_mask=edge_mask,
+        node_mask=node_mask,
+        n_edges=jnp.sum(edge_mask).astype(jnp.int32),
+        overflow=over_capacity | nl.truncated,
+    )
+
+
+def masked_mean(x: jnp.ndarray, mask: jnp.ndarray, axes: tuple[int, ...]) -> jnp.ndarray:
+    """Mean of ``x`` over ``axes`` where ``mask`` (broadcast on the trailing feature axis); 0 if none."""
+    m = mask[..., None].astype(x.dtype)
+    total = jnp.sum(x * m, axis=axes)
+    count = jnp.sum(m, axis=axes)
+    return total / jnp.maximum(count, 1.0)
