@@ -8,6 +8,12 @@ Two entry points over the same pure update:
   logs, orbax checkpoints and exact resume, then samples the trained model and hands the samples to the task's
   evaluation (plots, CIF/records).
 
+Reliability: an unreadable checkpoint is moved to ``corrupt_checkpoints/`` with a warning and the previous one
+is used; a resume whose config differs from the recorded ``config.json`` (outside ``RESUME_MAY_CHANGE``) is refused
+with the fields named (:class:`ConfigMismatchError`); ``metrics.csv`` after a kill and resume equals the
+uninterrupted run's byte for byte, host counters included; an update with a non-finite loss or gradient is
+skipped (parameters and optimiser state kept) and flagged in the ``nonfinite_skipped`` metric.
+
 Optimisation (paper 000 Table 6): Adam on the policy (lr 1e-4) and on log Z with its own learning rate (0.1).
 Learning rates are injected hyper-parameters (``optax.inject_hyperparams``) so a sweep can vmap over them.
 """
@@ -48,7 +54,9 @@ class Task:
     log_reward: LogReward
     # Host-side evaluation of the trained sampler: evaluate(samples, log_r, terms, workdir) -> summary dict.
     evaluate: Callable[..., dict] | None = None
-    # Host-side counters to log (e.g. energy-model failures from the host-callback bridge).
+    # Host-side COUNTERS to log (e.g. energy-model failures from the host-callback bridge): additive counts that
+    # only grow; the loop logs them per run (minus their value at the call's start, plus the restored step's row
+    # on a resume), so they must not be rates or other non-additive values.
     host_stats: Callable[[], dict] | None = None
     extras: dict = field(default_factory=dict)
 
