@@ -13,7 +13,9 @@ fingerprint it was converted from, which is checked against ``matgl_fix.CHECKPOI
 Array keys are the torch state-dict keys without the ``model.`` prefix (torch layout: Linear weights are
 [out, in]), plus ``_meta.*``: ``z_to_index`` [119] int32 (position of element Z in the model's element list,
 -1 if unsupported), ``target_mean`` / ``target_std`` (the data standardisation: E = out * std + mean),
-``weights_fingerprint`` and ``config`` (JSON of the model's init arguments).
+``weights_fingerprint``, ``config`` (JSON of the model's init arguments) and, for M3GNet, the spherical-Bessel
+roots and normalisations matgl derives at init (``rbf_*`` of the bond expansion, ``sbf_*`` of the three-body
+basis).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 
 from hgfn_jax import paths
 
-CONVERT_VERSION = 1
+CONVERT_VERSION = 2
 SUPPORTED = ("MEGNet-MP-2018.6.1-Eform", "M3GNet-MP-2018.6.1-Eform")
 _FILES = ("model.json", "model.pt", "state.pt")
 
@@ -98,6 +100,15 @@ def _convert(name: str, folder: Path) -> dict[str, np.ndarray]:
     if hasattr(inner, "threebody_cutoff"):
         config["threebody_cutoff"] = float(inner.threebody_cutoff)
     arrays["_meta.z_to_index"] = z_to_index
+    # Spherical-Bessel constants (M3GNet): matgl derives them (not in the state dict); taken from its buffers.
+    for key, module in (
+        ("rbf", getattr(inner, "bond_expansion", None)),
+        ("sbf", getattr(inner, "basis_expansion", None)),
+    ):
+        sbf = getattr(module, "rbf" if key == "rbf" else "sbf", None)
+        if sbf is not None and hasattr(sbf, "roots_slice"):
+            arrays[f"_meta.{key}_roots"] = sbf.roots_slice.detach().cpu().numpy().astype(np.float32)
+            arrays[f"_meta.{key}_inv_norm"] = sbf.inv_norm.detach().cpu().numpy().astype(np.float32)
     arrays["_meta.target_mean"] = np.asarray(float(transformer.mean), np.float64)
     arrays["_meta.target_std"] = np.asarray(float(transformer.std), np.float64)
     arrays["_meta.weights_fingerprint"] = np.asarray(fingerprint)

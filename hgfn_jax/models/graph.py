@@ -2,15 +2,16 @@
 
 matgl (``Structure2Graph`` -> ``pymatgen.optimization.neighbors.find_points_in_spheres``) builds the directed
 graph of every ordered pair (i, j image) with 0 < |r_j + offset - r_i| <= cutoff: each bond appears in both
-directions, a site's own periodic images are neighbours. Here the same edge set is held per DESTINATION atom:
-row ``i`` lists the ``K`` nearest edges arriving at ``i`` (``src = nbr[i, k]``, ascending distance), which is
-the neighbour list of ``i`` (:func:`hgfn_jax.crystal.geometry.neighbor_list`). The checkpoints aggregate onto
-the destination atom (matgl <= 2.0.x, restored on the host by ``hgfn_jax.rewards.matgl_fix`` fix 1), so the
-node update of ``i`` is a reduction over row ``i`` and needs no scatter.
+directions, a site's own periodic images are neighbours. Here row ``i`` holds the ``K`` nearest neighbours of
+atom ``i`` (ascending distance; :func:`hgfn_jax.crystal.geometry.neighbor_list`), which is at once the set of
+edges leaving ``i`` (``i -> nbr[i, k]``) and, by symmetry, the set of edges arriving at ``i``
+(``nbr[i, k] -> i``, same length). Each model reads the rows the way that keeps its updates local:
+MEGNet (node update = mean over the edges ARRIVING at an atom, as the checkpoints were trained: matgl <= 2.0.x,
+``hgfn_jax.rewards.matgl_fix`` fix 1) holds edge ``src -> i`` in row ``i`` and needs no scatter; M3GNet (three-body
+terms over the bonds LEAVING an atom) holds bond ``i -> j`` in row ``i`` and scatter-adds the node messages.
 
-``vec[i, k]`` is the Cartesian vector from centre ``i`` to the neighbour image, i.e. matgl's bond vector of the
-edge ``i -> j`` (``pos[dst] + offshift - pos[src]``) and minus that of the edge ``j -> i`` held in row ``i``.
-Only lengths and angles between bonds sharing atom ``i`` are used, so the sign convention is stated where used.
+``vec[i, k]`` is the Cartesian vector from atom ``i`` to the neighbour image: matgl's bond vector
+(``pos[dst] + offshift - pos[src]``) of the edge ``i -> nbr[i, k]``.
 
 ``overflow`` is True when the graph is not matgl's graph: some real atom has more than ``K`` neighbours within
 the cutoff, or the periodic-image window may have missed one (``NeighborList.truncated``). Energies of such a
@@ -30,7 +31,7 @@ from hgfn_jax.crystal.types import Crystal
 class RadiusGraph(NamedTuple):
     """Edges of one crystal within ``cutoff``, grouped by destination atom (leading [B] when vmapped)."""
 
-    src: jnp.ndarray  # [N, K] int32: source atom of edge (src -> i); 0 where edge_mask is False
+    src: jnp.ndarray  # [N, K] int32: neighbour atom (edge src -> i, or bond i -> src); 0 where edge_mask is False
     dist: jnp.ndarray  # [N, K] float32: bond length (Angstrom), ascending along K; 0 where masked
     vec: jnp.ndarray  # [N, K, 3] float32: Cartesian vector i -> src image; 0 where masked
     edge_mask: jnp.ndarray  # [N, K] bool: a real edge
