@@ -73,7 +73,8 @@ def reachable_subsets(tab: comp.CompositionTables, row: jnp.ndarray, s: Composit
         metal.append(metal[p] & tab.metal[e])
         exists.append(exists[p] & filled[j])
         sub = CompositionState(counts=s.counts, n_elements=nel[m], n_atoms=atoms[m], all_metal=metal[m],
-                               wyckoff=wy[m], charges=charges[m], code=s.code)
+                               wyckoff=wy[m], charges=charges[m], code=s.code,
+                               parents=s.parents)
         valid = exists[m] & comp.is_valid(tab, row, sub)
         if p == 0:  # one element: the forward rule from the empty composition
             ok = valid

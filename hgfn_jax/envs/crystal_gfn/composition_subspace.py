@@ -406,6 +406,7 @@ def init_state(tab: CompositionTables) -> CompositionState:
         wyckoff=jnp.ones((), jnp.uint32),
         charges=jnp.asarray(charges),
         code=jnp.zeros((), jnp.int32),
+        parents=jnp.zeros(n_el, bool),
     )
 
 
@@ -492,7 +493,8 @@ def forward_mask(tab: CompositionTables, row: jnp.ndarray, s: CompositionState) 
 
 
 def step(tab: CompositionTables, row: jnp.ndarray, s: CompositionState, index: jnp.ndarray) -> CompositionState:
-    """Adds element ``index // cap`` with ``index % cap + 1`` atoms (the stop index is handled by the env)."""
+    """Adds element ``index // cap`` with ``index % cap + 1`` atoms (the stop index is handled by the env).
+    ``parents`` becomes the present elements; the environment narrows it in chain mode (composition_parents)."""
     cap = tab.config.cap
     e = index // cap
     n = index % cap + 1
@@ -512,4 +514,5 @@ def step(tab: CompositionTables, row: jnp.ndarray, s: CompositionState, index: j
         wyckoff=wbits,
         charges=charges,
         code=s.code + n * tab.stride[e],
+        parents=counts > 0,
     )

@@ -373,8 +373,13 @@ class CrystalGFN(Environment):
                                 self._log_pf_lattice(fwd_out, state, action))
 
     def _step_composition(self, state: CrystalState, action: CrystalAction) -> CompositionState:
-        return comp.step(self.comp, self._row(state), state.composition,
-                         jnp.clip(action.index, 0, self.n_comp_actions - 2))
+        row = self._row(state)
+        c = comp.step(self.comp, row, state.composition, jnp.clip(action.index, 0, self.n_comp_actions - 2))
+        if self.comp.exact:  # every present element is an admissible parent (composition_parents)
+            return c
+        # chain mode: computed once here, when the composition is built, and read by P_B (also in the replay
+        # of the visited states, which would otherwise recompute the subset DP for every state)
+        return c.replace(parents=comp_parents.parent_mask(self.comp, row, c))
 
     def step(self, state: CrystalState, action: CrystalAction) -> CrystalState:
         return self._step_with(state, action, self._step_composition(state, action))
@@ -417,8 +422,8 @@ class CrystalGFN(Environment):
                                  self._parents(next_state))
 
     def _parents(self, next_state: CrystalState) -> jnp.ndarray:
-        """``[E] bool``: elements that may have been added last (``composition_parents``)."""
-        return comp_parents.parent_mask(self.comp, self._row(next_state), next_state.composition)
+        """``[E] bool``: elements that may have been added last (``composition_parents``, set by ``step``)."""
+        return next_state.composition.parents
 
     def _log_pb_with(self, bwd_out, next_state: CrystalState, action: CrystalAction, prev_state: CrystalState,
                      lp_lat_inc, parents):
@@ -476,10 +481,7 @@ class CrystalGFN(Environment):
         lp_lat = jax.lax.cond(jnp.any(st == STAGE_LATTICE),
                               lambda: jax.vmap(self._log_pb_lattice)(bwd_out, next_states, actions, prev_states),
                               lambda: jnp.zeros(st.shape, jnp.float32))
-        n_el = len(self.elements)
-        parents = jax.lax.cond(jnp.any(st == STAGE_COMPOSITION),
-                               lambda: jax.vmap(self._parents)(next_states),
-                               lambda: jnp.zeros((st.shape[0], n_el), bool))
+        parents = jax.vmap(self._parents)(next_states)
         return jax.vmap(self._log_pb_with)(bwd_out, next_states, actions, prev_states, lp_lat, parents)
 
     def terminal_info(self, state: CrystalState) -> dict[str, jnp.ndarray]:

@@ -38,6 +38,8 @@ class CompositionState:
     wyckoff: jnp.ndarray  # [] uint32: bitmask over Wyckoff usage states reachable (bit 0 = nothing used)
     charges: jnp.ndarray  # [NW] uint32: bitset of achievable total charges (one oxidation state per element)
     code: jnp.ndarray  # [] int32: mixed-radix index of ``counts`` in the exact-mode tables (0 when unused)
+    parents: jnp.ndarray  # [E] bool: present elements that may have been added last (composition_parents),
+    #                       set by the environment's forward step so P_B reads it instead of recomputing it
 
 
 @struct.dataclass
