@@ -18,6 +18,7 @@ from pymatgen.symmetry.groups import PointGroup, SpaceGroup
 from scipy import integrate, stats
 
 from hgfn_jax.crystal.convert import to_structure
+from hgfn_jax.crystal.orbit import DEFAULT_TOL
 from hgfn_jax.envs.flat import FlatEnv
 from hgfn_jax.envs.hierarchical import HierarchicalConfig, HierarchicalEnv
 from hgfn_jax.envs.hierarchical import distributions as dist
@@ -330,9 +331,9 @@ def test_hier_emitted_structures_roundtrip_and_keep_the_group_symmetry(env_cls, 
         kinds = set(species)
         assert len(kinds) <= 4 and len(kinds & {3, 11, 19}) == 1
         # pymatgen rejects a lattice incompatible with the group's crystal system (constraints applied right).
-        # tol 1e-3 as the env's orbit merge (images of one atom closer than that are one site)
+        # tol = the env's orbit merge tolerance (pymatgen's default, 1e-5; crystal.orbit.DEFAULT_TOL)
         ref = Structure.from_spacegroup(
-            g, Lattice.from_parameters(*lat), species, np.asarray(fin.ref_frac[b], float), tol=1e-3
+            g, Lattice.from_parameters(*lat), species, np.asarray(fin.ref_frac[b], float), tol=DEFAULT_TOL
         )
         ours = jax.tree.map(lambda x, b=b: x[b], fin.crystal)
         assert int(ours.spacegroup) == g
