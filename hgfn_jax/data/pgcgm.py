@@ -239,12 +239,16 @@ def build(seed: int = 0, workers: int = 2, limit: int | None = None, progress: b
              ds.species[i][ds.mask[i]], seed, N_AUG_MAX) for i in range(len(ds))]
     reasons: dict[str, int] = {}
     recs = []
-    with cf.ProcessPoolExecutor(workers) as pool:
-        for status, rec in tqdm(pool.map(_process, jobs, chunksize=16), total=len(jobs), disable=not progress,
-                                desc="pgcgm data"):
+    pool = cf.ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        it = pool.map(_process, jobs, chunksize=16) if pool else map(_process, jobs)
+        for status, rec in tqdm(it, total=len(jobs), disable=not progress, desc="pgcgm data"):
             reasons[status] = reasons.get(status, 0) + 1
             if rec is not None:
                 recs.append(rec)
+    finally:
+        if pool:
+            pool.shutdown()
     reasons["candidates"] = len(jobs)
     stack = lambda k, dt: np.asarray([r[k] for r in recs], dt)  # noqa: E731
     sg = stack("spacegroup", np.int32)
