@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 
 from hgfn_jax.crystal.geometry import neighbor_list
@@ -68,3 +69,57 @@ def masked_mean(x: jnp.ndarray, mask: jnp.ndarray, axes: tuple[int, ...]) -> jnp
     total = jnp.sum(x * m, axis=axes)
     count = jnp.sum(m, axis=axes)
     return total / jnp.maximum(count, 1.0)
+
+
+class PackedEdges(NamedTuple):
+    """The real edges of a batch of radius graphs packed into one flat list of fixed capacity ``E``.
+
+    Nodes are the ``V = B * N`` padded atom slots (flat index ``b * N + i``). Edges keep the order of the
+    padded table (crystal, row atom, rank), so ``row`` and ``graph`` are sorted (the unused tail points at the
+    last atom of the last crystal, masked).
+    """
+
+    slot: jnp.ndarray  # [E] int32: index into the padded [B * N * K] edge table (last slot where masked)
+    row: jnp.ndarray  # [E] int32: flat index of the row atom i (sorted ascending)
+    nbr: jnp.ndarray  # [E] int32: flat index of the neighbour atom
+    graph: jnp.ndarray  # [E] int32: crystal b of the edge
+    dist: jnp.ndarray  # [E] float32
+    edge_mask: jnp.ndarray  # [E] bool: a real edge (False for the unused tail of the capacity)
+    fits: jnp.ndarray  # [B] bool: every real edge of crystal b is in the list (capacity not exceeded)
+
+
+def pack_edges(graphs: RadiusGraph, capacity: int) -> PackedEdges:
+    """Pack the real edges of a batched :class:`RadiusGraph` ([B, N, K] fields) into ``capacity`` slots.
+
+    Edges are taken in crystal order: when the batch holds more real edges than ``capacity``, the crystals
+    whose edges do not all fit get ``fits = False`` (and must be reported invalid); the others are exact.
+    """
+    b, n, k = graphs.src.shape
+    flat_mask = graphs.edge_mask.reshape(-1)
+    total = b * n * k
+    (slot,) = jnp.nonzero(flat_mask, size=capacity, fill_value=total)
+    edge_mask = slot < total
+    slot = jnp.where(edge_mask, slot, total - 1).astype(jnp.int32)  # tail -> last slot: row/graph stay sorted
+    crystal = slot // (n * k)
+    row = slot // k
+    nbr = crystal * n + graphs.src.reshape(-1)[slot]
+    dist = graphs.dist.reshape(-1)[slot]
+    n_edges = graphs.n_edges.astype(jnp.int32)
+    fits = jnp.cumsum(n_edges) <= capacity
+    return PackedEdges(
+        slot=slot,
+        row=row.astype(jnp.int32),
+        nbr=jnp.where(edge_mask, nbr, 0).astype(jnp.int32),
+        graph=crystal.astype(jnp.int32),
+        dist=jnp.where(edge_mask, dist, 0.0),
+        edge_mask=edge_mask,
+        fits=fits,
+    )
+
+
+def segment_mean(x: jnp.ndarray, mask: jnp.ndarray, segments: jnp.ndarray, num_segments: int, sorted_: bool = False):
+    """[S, D] mean of the rows of ``x`` [M, D] where ``mask`` [M], per segment; 0 for an empty segment."""
+    m = mask.astype(x.dtype)
+    total = jax.ops.segment_sum(x * m[:, None], segments, num_segments, indices_are_sorted=sorted_)
+    count = jax.ops.segment_sum(m, segments, num_segments, indices_are_sorted=sorted_)
+    return total / jnp.maximum(count, 1.0)[:, None]

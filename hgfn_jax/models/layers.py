@@ -61,3 +61,24 @@ def set2set(layers: Sequence[dict], x: jnp.ndarray, mask: jnp.ndarray, n_iters: 
         r = a @ x
         q_star = jnp.concatenate([q, r])
     return q_star
+
+
+def segment_set2set(
+    layers: Sequence[dict], x: jnp.ndarray, mask: jnp.ndarray, segments: jnp.ndarray, num_segments: int, n_iters: int
+) -> jnp.ndarray:
+    """:func:`set2set` per segment of the rows of ``x`` [M, D] (``segments`` [M] sorted, ``mask`` [M]) -> [S, 2D]."""
+    d = x.shape[-1]
+    h = jnp.zeros((len(layers), num_segments, d), x.dtype)
+    c = jnp.zeros((len(layers), num_segments, d), x.dtype)
+    q_star = jnp.zeros((num_segments, 2 * d), x.dtype)
+    low = jnp.finfo(x.dtype).min
+    for _ in range(n_iters):
+        q, h, c = lstm_step(layers, q_star, h, c)
+        logits = jnp.where(mask, jnp.sum(x * q[segments], axis=-1), low)
+        top = jax.ops.segment_max(logits, segments, num_segments, indices_are_sorted=True)
+        w = jnp.where(mask, jnp.exp(logits - top[segments]), 0.0)
+        denom = jax.ops.segment_sum(w, segments, num_segments, indices_are_sorted=True)
+        a = w / jnp.maximum(denom[segments], jnp.finfo(x.dtype).tiny)
+        r = jax.ops.segment_sum(a[:, None] * x, segments, num_segments, indices_are_sorted=True)
+        q_star = jnp.concatenate([q, r], axis=-1)
+    return q_star

@@ -18,10 +18,15 @@ def evaluate(module, cases) -> dict:
     params = module.load_params()
     batch = jax.tree_util.tree_map(jnp.asarray, stack(crystals))
 
-    def one(p, c):  # the graph's overflow flag from the same compile (XLA shares the neighbour search)
-        return (*module.energy(p, c), radius_graph(c, module.CUTOFF, module.DEFAULT_K).overflow)
+    def one(p, c):  # the graph's flags from the same compile (XLA shares the neighbour search)
+        g = radius_graph(c, module.CUTOFF, module.DEFAULT_K)
+        return (*module.energy(p, c), g.overflow, g.n_edges)
 
-    e, valid, overflow = jax.jit(jax.vmap(one, in_axes=(None, 0)))(params, batch)
+    e, valid, overflow, n_edges = jax.jit(jax.vmap(one, in_axes=(None, 0)))(params, batch)
+    # Packed batch path with a capacity that holds every edge but those of the last two data-set cells.
+    n = int(expect.sum())
+    capacity = int(np.cumsum(np.asarray(n_edges))[n - 3])
+    e_packed, valid_packed = jax.jit(lambda p, c: module.energy_batch(p, c, edge_capacity=capacity))(params, batch)
     host, host_ok = get_property_model(module.NAME).predict(structures[: int(expect.sum())])
     return {
         "e": np.asarray(e, np.float64),
@@ -31,6 +36,8 @@ def evaluate(module, cases) -> dict:
         "labels": labels,
         "expect": expect,
         "overflow": np.asarray(overflow),
+        "e_packed": np.asarray(e_packed, np.float64),
+        "valid_packed": np.asarray(valid_packed),
     }
 
 
@@ -56,3 +63,14 @@ def check_refusals(results: dict) -> None:
     overflow = results["overflow"]
     assert overflow[n] and overflow[n + 1]  # dense: capacity; thin: window and capacity
     assert not overflow[:n].any()
+
+
+def check_packed(results: dict, tol: float = 1e-5) -> None:
+    """energy_batch equals vmap(energy) where the edges fit; the crystals beyond the capacity are refused."""
+    n = int(results["expect"].sum())
+    valid, e = results["valid"], results["e"]
+    vp, ep = results["valid_packed"], results["e_packed"]
+    np.testing.assert_array_equal(vp[: n - 2], valid[: n - 2])
+    assert valid[n - 2 : n].all() and not vp[n - 2 :].any()  # did not fit / refusals
+    assert np.isnan(ep[~vp]).all()
+    np.testing.assert_allclose(ep[: n - 2][vp[: n - 2]], e[: n - 2][vp[: n - 2]], atol=tol, rtol=0)

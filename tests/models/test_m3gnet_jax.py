@@ -5,7 +5,7 @@ graphs it cannot build."""
 from __future__ import annotations
 
 import pytest
-from energy_model_cases import check_equal_to_host, check_refusals, evaluate
+from energy_model_cases import check_equal_to_host, check_packed, check_refusals, evaluate
 
 from hgfn_jax.models import m3gnet
 
@@ -23,3 +23,7 @@ def test_m3gnet_jax_equals_fixed_matgl(results):
 
 def test_m3gnet_jax_refuses_graphs_it_cannot_build(results):
     check_refusals(results)
+
+
+def test_m3gnet_jax_packed_batch_equals_per_crystal(results):
+    check_packed(results)

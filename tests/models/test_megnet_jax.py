@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from energy_model_cases import check_equal_to_host, check_refusals, evaluate
+from energy_model_cases import check_equal_to_host, check_packed, check_refusals, evaluate
 
 from hgfn_jax.models import convert, megnet
 
@@ -28,6 +28,10 @@ def test_megnet_jax_equals_fixed_matgl(results):
 
 def test_megnet_jax_refuses_graphs_it_cannot_build(results):
     check_refusals(results)
+
+
+def test_megnet_jax_packed_batch_equals_per_crystal(results):
+    check_packed(results)
 
 
 def test_jax_weights_cache_is_guarded(tmp_path, monkeypatch, model_dir):
