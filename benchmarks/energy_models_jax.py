@@ -8,11 +8,14 @@ holds it; the compile of each bucket is timed apart), with the host model timed 
 
     python -m benchmarks.energy_models_jax [--n 1000] [--batches 32 256] [--models megnet m3gnet]
 
-Writes ``benchmarks/results/energy_models_jax.json``: per model and bucket a record with ``benchmark,
+Writes ``benchmarks/results/energy_models_jax.json``: per model and bucket records with ``benchmark,
 batch, items_per_s, compile_s, device, max_abs_err, n`` (``max_abs_err`` in eV/atom over the ``n`` crystals of
-the bucket that both evaluate; ``n_refused_jax`` / ``n_refused_host`` count the others), a ``..._host`` record
-per bucket and one ``..._all`` record per model: the error over all buckets, and the throughput of that
-accuracy pass (mixed sizes, batch = the largest of ``--batches``; first call of each bucket excluded).
+the bucket that both evaluate, per-crystal path; ``n_refused_jax`` / ``n_refused_host`` count the others) for
+``vmap(energy)`` (``_vmap_``) at each batch size, for ``energy_batch`` (``_packed_``, default edge capacity;
+``_packed_fitted_``, capacity 1.1 x the real edges of the timed batch) at the largest, with
+``max_abs_diff_vs_vmap``, a ``..._host`` record per bucket (fixed matgl model on the same structures), and one
+``..._all`` record per model: the error over all buckets, and the throughput of that accuracy pass (mixed
+sizes, batch = the largest of ``--batches``; first call of each bucket excluded).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from benchmarks.common import record, time_host, time_jax, write_results
 from hgfn_jax.crystal.types import Crystal
 from hgfn_jax.data import mp
 from hgfn_jax.models import m3gnet, megnet
+from hgfn_jax.models.graph import radius_graph
 from hgfn_jax.rewards.energy_models import get_property_model
 
 MODELS = {"megnet": megnet, "m3gnet": m3gnet}
@@ -61,6 +65,7 @@ def main(n: int = 1000, batches: tuple[int, ...] = (32, 256), models: tuple[str,
         params = module.load_params()
         host_model = get_property_model(module.NAME)
         fn = jax.jit(jax.vmap(module.energy, in_axes=(None, 0)))
+        edge_counts = jax.jit(jax.vmap(lambda c, m=module: radius_graph(c, m.CUTOFF, m.DEFAULT_K).n_edges))
         all_err, all_n, run_s, compile_total = [], 0, 0.0, 0.0
         for b, n_max in enumerate(BUCKETS):
             idx = np.flatnonzero(bucket_of == b)
@@ -98,10 +103,29 @@ def main(n: int = 1000, batches: tuple[int, ...] = (32, 256), models: tuple[str,
                 "n_disagree_valid": int((ok_jax != ok_host).sum()),
                 "mean_sites": float(ds.nsites[idx].mean()),
             }
-            for batch in batches:
+            for batch in batches:  # per-crystal path, vmapped
                 crystals = _batch(ds, _cycle(idx, batch), n_max)
                 c_s, per_call = time_jax(fn, params, crystals, min_time=1.0, max_reps=50)
-                records.append(record(f"{key}_eform_jax_n{n_max}", batch, per_call, c_s, **stats))
+                records.append(record(f"{key}_eform_jax_vmap_n{n_max}", batch, per_call, c_s, **stats))
+            # packed batch path at the largest batch: default capacity, and one fitted to this batch (+10 %)
+            batch = max(batches)
+            part = _cycle(idx, batch)
+            crystals = _batch(ds, part, n_max)
+            e_ref, _ = fn(params, crystals)
+            real_edges = int(np.sum(np.asarray(edge_counts(crystals))))
+            fitted = int(np.ceil(1.1 * real_edges / 256.0)) * 256
+            for label, capacity in (("packed", None), ("packed_fitted", fitted)):
+                packed = jax.jit(lambda p, c, cap=capacity, m=module: m.energy_batch(p, c, edge_capacity=cap))
+                c_s, per_call = time_jax(packed, params, crystals, min_time=1.0, max_reps=50)
+                e_p, ok_p = packed(params, crystals)
+                cap = batch * n_max * module.EDGES_PER_SITE if capacity is None else capacity
+                extra = {
+                    "edge_capacity": cap,
+                    "real_edges": real_edges,
+                    "n_refused_capacity": int(np.sum(~np.asarray(ok_p) & np.isfinite(np.asarray(e_ref)))),
+                    "max_abs_diff_vs_vmap": float(np.nanmax(np.abs(np.asarray(e_p) - np.asarray(e_ref)))),
+                }
+                records.append(record(f"{key}_eform_jax_{label}_n{n_max}", batch, per_call, c_s, **stats, **extra))
             host_batch = sub[: max(batches)]
             per_call = time_host(lambda hb=host_batch, hm=host_model: hm.predict(hb), min_time=1.0, max_reps=5)
             records.append(record(f"{key}_eform_host_n{n_max}", len(host_batch), per_call, 0.0, **stats))
