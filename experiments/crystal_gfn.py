@@ -76,7 +76,8 @@ def make_log_reward(config, env):
         CrystalGFNRewardConfig(target=rc.target, temperature=rc.temperature, bandgap_center=rc.bandgap_center,
                                bandgap_beta=rc.bandgap_beta,
                                volume_per_atom=None if rc.get("volume_per_atom") is None
-                               else tuple(rc.volume_per_atom)),
+                               else tuple(rc.volume_per_atom),
+                               volume_penalty=rc.get("volume_penalty", 10.0)),
         property_fn,
     )
     n_max = int(config.env.max_atoms)
@@ -190,7 +191,7 @@ def build_crystal_gfn(config) -> Task:
         out = {"trained": _summary(env, infos, prop, target)}
         # untrained model: same architecture, fresh initialisation
         key = jax.random.PRNGKey(int(config.seed) + 1)
-        p0 = policy.init(key, jax.tree.map(lambda x: x[:2], samples))
+        p0 = jax.jit(policy.init)(key, jax.tree.map(lambda x: x[:2], samples))
         s0 = sample_env(env, p0, key, n, batch)
         lr0, t0 = v_reward(s0)
         prop0 = _property_of(jax.device_get(t0), target)

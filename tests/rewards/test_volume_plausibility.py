@@ -42,11 +42,13 @@ def _cell(a: float, n: int, angles=(90.0, 90.0, 90.0)) -> Crystal:
                    spacegroup=jnp.asarray(1, jnp.int32), overflow=jnp.asarray(False))
 
 
+@pytest.mark.parametrize("penalty", [None, 10.0], ids=["floor", "smooth"])
 @pytest.mark.parametrize("target", ["formation_energy", "band_gap", "density"])
-def test_reward_floors_implausible_cells(target):
+def test_reward_penalises_implausible_cells(target, penalty):
     value = {"formation_energy": -1.0, "band_gap": 1.2}.get(target)  # eV/atom, eV: rewards above the floor
     fn = (lambda c: (jnp.asarray(value), jnp.asarray(True))) if target != "density" else None
-    on = jax.jit(make_crystalgfn_reward(CrystalGFNRewardConfig(target=target, volume_per_atom=(5.0, 100.0)), fn))
+    on = jax.jit(make_crystalgfn_reward(
+        CrystalGFNRewardConfig(target=target, volume_per_atom=(5.0, 100.0), volume_penalty=penalty), fn))
     off = jax.jit(make_crystalgfn_reward(CrystalGFNRewardConfig(target=target), fn))
     floor = {"formation_energy": -100.0, "band_gap": np.log(1e-8), "density": np.log(1e-8)}[target]
     # (a, n, angles): volume per atom from pymatgen decides which are plausible, incl. a skewed cell
@@ -66,11 +68,19 @@ def test_reward_floors_implausible_cells(target):
             n_in += 1
             assert float(lr_on) == pytest.approx(float(lr_off), abs=1e-6) and float(lr_off) > floor
         else:
-            assert float(lr_on) == pytest.approx(floor, abs=1e-4)
             assert float(t_on["plausible_volume"]) == 0.0
+            if penalty is None:
+                assert float(lr_on) == pytest.approx(floor, abs=1e-4)
+            else:  # exp(-lambda d), d the log-distance to the range, then the usual floor
+                d = np.log(5.0 / vpa) if vpa < 5.0 else np.log(vpa / 100.0)
+                want = max(float(lr_off) - penalty * d, floor)
+                assert float(lr_on) == pytest.approx(want, abs=1e-3)
     assert n_in >= 2
     with pytest.raises(ValueError, match="volume_per_atom"):
         make_crystalgfn_reward(CrystalGFNRewardConfig(target=target, volume_per_atom=(10.0, 5.0)), fn)
+    with pytest.raises(ValueError, match="volume_penalty"):
+        make_crystalgfn_reward(CrystalGFNRewardConfig(target=target, volume_per_atom=(5.0, 10.0),
+                                                      volume_penalty=-1.0), fn)
 
 
 def test_plausible_share_matches_pymatgen():
