@@ -324,7 +324,7 @@ def build_hierarchical(config) -> Task:
             out["cifs_written"] = len(written)
         if ev.get("untrained_reference", True) and sample_fn is not None:
             key = jax.random.PRNGKey(int(config.seed) + 1)
-            p0 = {"policy": policy.init(key, init_states(env, 2)), "log_z": jnp.float32(0.0)}
+            p0 = {"policy": jax.jit(policy.init)(key, init_states(env, 2)), "log_z": jnp.float32(0.0)}
             n, b = int(ev.num_samples), int(ev.batch_size)
             finals = [jax.device_get(sample_fn(p0, jax.random.fold_in(key, i), b).final) for i in range(0, n, b)]
             s0 = jax.tree.map(lambda *a: np.concatenate(a)[:n], *finals)

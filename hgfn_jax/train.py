@@ -98,7 +98,9 @@ def make_train(config, task: Task):
     def init(rng, lr=None, lr_z=None):
         k_init, k_run = jax.random.split(rng)
         example = init_states(env, 2)
-        params = {"policy": policy.init(k_init, example), "log_z": jnp.asarray(tc.get("init_log_z", 0.0), jnp.float32)}
+        # jitted: eager Flax init of a graph policy dispatches (and compiles) hundreds of small ops, ~1 min
+        params = {"policy": jax.jit(policy.init)(k_init, example),
+                  "log_z": jnp.asarray(tc.get("init_log_z", 0.0), jnp.float32)}
         tx = make_optimizer(tc.lr if lr is None else lr, tc.lr_z if lr_z is None else lr_z, tc.get("grad_clip", 0.0))
         return TrainState(params=params, opt_state=tx.init(params), key=k_run, step=jnp.asarray(0, jnp.int32))
 
