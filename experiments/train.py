@@ -62,6 +62,13 @@ def main(argv=None):
     ap.add_argument("--fresh", action="store_true", help="ignore (delete) an existing run in the work directory")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    if args.exp == "pgcgm":  # the GAN has its own loop (hgfn_jax.gan.train); same flags, same conventions
+        from experiments import pgcgm
+
+        rest = ["--preset", args.preset] + (["--workdir", args.workdir] if args.workdir else [])
+        rest += [f"--set={o}" for o in args.overrides] + (["--fresh"] if args.fresh else [])
+        rest += ["--no-progress"] if args.no_progress else []
+        return pgcgm.main(rest)
 
     from hgfn_jax.paths import MissingResourceError
     from hgfn_jax.train import check_resume_config
