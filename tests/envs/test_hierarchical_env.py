@@ -49,7 +49,7 @@ def _free(g: int) -> np.ndarray:
 
 def _perturbed_policy(env, key, scale=0.5):
     policy = make_mlp_policy(env, hidden=(32,))
-    params = policy.init(key, jax.tree.map(lambda x: x[None], env.init()))
+    params = jax.jit(policy.init)(key, jax.tree.map(lambda x: x[None], env.init()))
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
     leaves = [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
@@ -269,7 +269,7 @@ def test_hier_s0_and_composition_mask_has_no_dead_end(env_cls, rng):
     np.testing.assert_allclose(np.asarray(s0.lattice), [4, 4, 4, 90, 90, 90])
     assert env.max_steps == (2 * 3 if env_cls is HierarchicalEnv else 3)
     policy = make_mlp_policy(env, hidden=(8,))
-    params = policy.init(rng(), jax.tree.map(lambda x: x[None], s0))
+    params = jax.jit(policy.init)(rng(), jax.tree.map(lambda x: x[None], s0))
     traj = jax.jit(lambda k: rollout(k, env, policy.apply, params, 3000, Exploration.make(1.0, 1.0)))(rng())
     assert bool(jnp.all(traj.done)) and bool(jnp.all(jnp.isfinite(traj.log_pf)))
     assert float(jnp.min(traj.log_pf)) > -60  # no masked element / group was ever taken
@@ -314,7 +314,7 @@ def test_hier_emitted_structures_roundtrip_and_keep_the_group_symmetry(env_cls, 
     cfg = HierarchicalConfig(num_steps=3, n_max=64)  # all 230 groups, battery elements, paper s0
     env = env_cls(cfg)
     policy = make_mlp_policy(env, hidden=(8,))
-    params = policy.init(rng(), jax.tree.map(lambda x: x[None], env.init()))
+    params = jax.jit(policy.init)(rng(), jax.tree.map(lambda x: x[None], env.init()))
     traj = jax.jit(lambda k: rollout(k, env, policy.apply, params, 40, Exploration.make(0.5, 1.0)))(rng())
     fin = jax.device_get(traj.final)
     n_checked = n_overflow = n_detected = 0
@@ -370,7 +370,7 @@ def test_hier_rollout_with_hierarchical_policy_no_retrace_no_nan(env_cls, rng, d
     chex.clear_trace_counter()
     env = env_cls(HierarchicalConfig(num_steps=3, n_max=24, learn_backward_group=True))
     policy = make_hierarchical_policy(env, encoder="deepsets", hidden=16, head_hidden=(16,))
-    params = policy.init(rng(), jax.tree.map(lambda x: x[None], env.init()))
+    params = jax.jit(policy.init)(rng(), jax.tree.map(lambda x: x[None], env.init()))
     leaves, tree = jax.tree.flatten(params)
     params = jax.tree.unflatten(tree, [x + 0.3 * jax.random.normal(rng(), x.shape) for x in leaves])
 
@@ -399,7 +399,7 @@ def test_hier_step_batch_equals_vmapped_step(rng):
     on lockstep batches of every step, on mixed batches and on terminal states."""
     env = HierarchicalEnv(HierarchicalConfig(num_steps=3, n_max=48))
     policy = make_hierarchical_policy(env, encoder="deepsets", hidden=16, head_hidden=(16,))
-    params = policy.init(rng(), jax.tree.map(lambda x: x[None], env.init()))
+    params = jax.jit(policy.init)(rng(), jax.tree.map(lambda x: x[None], env.init()))
     traj = jax.jit(
         lambda k: rollout(k, env, policy.apply, params, 32, Exploration.make(0.2, 1.0), return_states=True)
     )(rng())

@@ -133,7 +133,7 @@ def test_orbit_encoder_equals_full_cell_encoder(name, graphs):
     crystal, site_ref, full, orbit, rep = graphs
     for frac_mode in ("none", "fourier"):
         module = ENCODERS[name](frac_mode)
-        params = module.init(jax.random.PRNGKey(1), full)
+        params = jax.jit(module.init)(jax.random.PRNGKey(1), full)
         apply = jax.jit(module.apply)
         if frac_mode == "none":
             ref = apply(params, full)
@@ -147,7 +147,7 @@ def test_orbit_encoder_equals_full_cell_encoder(name, graphs):
         np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=RTOL, atol=ATOL, err_msg=frac_mode)
     # and the full-cell encoder with per-site positions differs: the position features are not invariant
     module = ENCODERS[name]("fourier")
-    params = module.init(jax.random.PRNGKey(1), full)
+    params = jax.jit(module.init)(jax.random.PRNGKey(1), full)
     diff = np.abs(np.asarray(module.apply(params, full) - module.apply(params, orbit))).max(axis=1)
     assert diff[0] > 1e-4  # 225 with three orbits
 
@@ -206,7 +206,7 @@ def test_identity_orbits_give_the_full_graph():
     orbit = build_orbit_graph(cells, site_ref, n, K, CUTOFF)
     for name in ("gcn", "megnet_set2set"):
         module = ENCODERS[name]("fourier")
-        params = module.init(jax.random.PRNGKey(2), full)
+        params = jax.jit(module.init)(jax.random.PRNGKey(2), full)
         np.testing.assert_allclose(
             np.asarray(module.apply(params, orbit)),
             np.asarray(module.apply(params, full)),
@@ -225,7 +225,7 @@ def test_hierarchical_policy_encoders():
     env = HierarchicalEnv(HierarchicalConfig(num_steps=2, n_max=24, spacegroups=(1, 2, 14, 62, 166, 225)))
     make = lambda enc: make_hierarchical_policy(env, encoder=enc, hidden=16, layers=2, head_hidden=(16,))  # noqa
     policy = make("gcn")
-    params = policy.init(jax.random.PRNGKey(0), init_states(env, 2))
+    params = jax.jit(policy.init)(jax.random.PRNGKey(0), init_states(env, 2))
     tr = jax.jit(
         lambda k: rollout(k, env, policy.apply, params, 8, Exploration.make(0.0, 1.0), return_states=True)
     )(jax.random.PRNGKey(1))
@@ -244,9 +244,9 @@ def test_hierarchical_policy_encoders():
     # through the policy in test_hierarchical_env: compiling them here again costs ~50 s)
     for enc in ("gcn", "gcn_full", "megnet"):
         pol = make(enc)
-        p = params if enc == "gcn_full" else pol.init(jax.random.PRNGKey(0), init_states(env, 2))
+        p = params if enc == "gcn_full" else jax.jit(pol.init)(jax.random.PRNGKey(0), init_states(env, 2))
         if enc == "gcn_full":  # same parameter tree as the orbit GCN
-            tree = jax.tree_util.tree_structure(pol.init(jax.random.PRNGKey(0), init_states(env, 2)))
+            tree = jax.tree_util.tree_structure(jax.jit(pol.init)(jax.random.PRNGKey(0), init_states(env, 2)))
             assert tree == jax.tree_util.tree_structure(params)
         fwd, _ = jax.jit(pol.apply)(p, states)
         assert fwd.shape == (24, env.fwd_dim)
