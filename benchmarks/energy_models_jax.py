@@ -14,8 +14,9 @@ the bucket that both evaluate, per-crystal path; ``n_refused_jax`` / ``n_refused
 ``vmap(energy)`` (``_vmap_``) at each batch size, for ``energy_batch`` (``_packed_``, default edge capacity;
 ``_packed_fitted_``, capacity 1.1 x the real edges of the timed batch) at the largest, with
 ``max_abs_diff_vs_vmap``, a ``..._host`` record per bucket (fixed matgl model on the same structures), and one
-``..._all`` record per model: the error over all buckets, and the throughput of that accuracy pass (mixed
-sizes, batch = the largest of ``--batches``; first call of each bucket excluded).
+``..._all`` record per model: the error over all buckets, the MAE of both against the DFT labels,
+and the throughput of that accuracy pass (mixed sizes, batch = the largest of ``--batches``; first call of
+each bucket excluded).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def main(n: int = 1000, batches: tuple[int, ...] = (32, 256), models: tuple[str,
         fn = jax.jit(jax.vmap(module.energy, in_axes=(None, 0)))
         edge_counts = jax.jit(jax.vmap(lambda c, m=module: radius_graph(c, m.CUTOFF, m.DEFAULT_K).n_edges))
         all_err, all_n, run_s, compile_total = [], 0, 0.0, 0.0
+        dft_jax, dft_host = [], []  # |prediction - DFT| where both evaluate
         for b, n_max in enumerate(BUCKETS):
             idx = np.flatnonzero(bucket_of == b)
             if idx.size == 0:
@@ -92,6 +94,9 @@ def main(n: int = 1000, batches: tuple[int, ...] = (32, 256), models: tuple[str,
             both = ok_jax & ok_host
             err = np.abs(e_jax - e_host)[both]
             all_err.append(err)
+            dft = ds.formation_energy[idx].astype(np.float64)
+            dft_jax.append(np.abs(e_jax - dft)[both])
+            dft_host.append(np.abs(e_host - dft)[both])
             all_n += int(both.sum())
             stats = {
                 "model": module.NAME,
@@ -139,6 +144,8 @@ def main(n: int = 1000, batches: tuple[int, ...] = (32, 256), models: tuple[str,
                 model=module.NAME,
                 max_abs_err=float(err.max()),
                 mean_abs_err=float(err.mean()),
+                mae_vs_dft_jax=float(np.concatenate(dft_jax).mean()),
+                mae_vs_dft_host=float(np.concatenate(dft_host).mean()),
                 n=all_n,
                 note=f"accuracy pass over all {n} crystals (buckets {BUCKETS}, batch {max(batches)}, compiles apart)",
             )
