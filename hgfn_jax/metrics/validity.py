@@ -195,6 +195,10 @@ def validity_metrics(samples: list[Sample], flags: dict[str, np.ndarray] | None 
     flags = validity_flags(samples) if flags is None else flags
     n = len(samples)
     out = {"n": n, "errors": error_counts(samples)}
+    # a composition-only generator (Crystal-GFN): no sample has positions (broken records aside)
+    no_positions = any(s.error == "no_positions" for s in samples) and all(s.structure is None for s in samples)
     for k, v in flags.items():
         out[k] = float(v.mean()) if n else float("nan")
+        if no_positions and k in ("cif", "structure_cdvae", "distance_pgcgm", "valid_cdvae"):
+            out[k] = None  # not measurable without positions (a 0 would read as "all invalid")
     return out

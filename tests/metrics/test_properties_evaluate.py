@@ -43,7 +43,7 @@ def test_evaluate_cli_on_composition_only_run(tmp_path, data_dir):
         f.write(json.dumps({"formula": "Xq2", "spacegroup": 1, "lattice": [float("nan")] * 6}) + "\n")
     m = evaluate.main([str(tmp_path), "--relaxer", "none", "--no-fingerprints"])
     assert m["n"] == 13 and m["n_with_structure"] == 0
-    assert m["validity"]["cif"] == 0.0
+    assert m["validity"]["cif"] is None and m["validity"]["distance_pgcgm"] is None  # not "all invalid"
     assert 0 < m["validity"]["composition_cdvae"] < 1
     assert m["stability"]["sun_level"] == "composition" and m["stability"]["n"] == 13
     assert m["properties"]["plausible_volume_frac"] < 1
