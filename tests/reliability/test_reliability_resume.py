@@ -250,3 +250,51 @@ def test_kill_9_inside_a_jitted_step_resumes_exactly(task, uninterrupted, tmp_pa
     resumed = train_and_evaluate(_config(), run, task=task, progress=False)
     full_run, full = uninterrupted
     _assert_same_run(full, resumed, full_run, run)
+
+
+_KILLED_DURING_WRITE = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import orbax.checkpoint as ocp
+import hgfn_jax.train as T
+from test_reliability_resume import _config, _HostCounter
+from experiments.registry import build_task
+import dataclasses, jax, jax.numpy as jnp
+
+base = build_task(_config())
+counter = _HostCounter(base.env.side)
+
+def log_reward(state):
+    log_r, terms = base.log_reward(state)
+    return log_r + jax.pure_callback(counter.host, jax.ShapeDtypeStruct((), jnp.float32), state.pos,
+                                     vmap_method="broadcast_all"), terms
+
+real_save = T.save_checkpoint
+
+def save(mngr, ts):
+    if int(ts.step) == 20:  # start orbax's (asynchronous) write of checkpoint 20, then die inside it
+        mngr.save(int(ts.step), args=ocp.args.StandardSave(ts), force=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_save(mngr, ts)
+
+T.save_checkpoint = save
+task = dataclasses.replace(base, log_reward=log_reward, host_stats=counter.stats, extras={{}})
+T.train_and_evaluate(_config(), {run!r}, task=task, progress=False)
+"""
+
+
+def test_kill_9_during_a_checkpoint_write_resumes_exactly(task, uninterrupted, tmp_path):
+    """SIGKILL while orbax writes checkpoint 20: the resume starts from a good checkpoint (10) and ends equal to
+    the uninterrupted run, metrics.csv byte for byte."""
+    import pathlib
+    import signal
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    script = _KILLED_DURING_WRITE.format(tests=str(pathlib.Path(__file__).parent), run=str(run))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    resumed = train_and_evaluate(_config(), run, task=task, progress=False)
+    full_run, full = uninterrupted
+    _assert_same_run(full, resumed, full_run, run)
