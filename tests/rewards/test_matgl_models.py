@@ -16,7 +16,7 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from hgfn_jax import paths
-from hgfn_jax.rewards import energy_models, matgl_fix
+from hgfn_jax.rewards import matgl_fix
 from hgfn_jax.rewards.energy_models import get_property_model, load_model
 
 M3GNET = "M3GNet-MP-2018.6.1-Eform"
@@ -204,11 +204,15 @@ def test_missing_model_folder_error(monkeypatch, tmp_path):
 
     import matgl.utils.io
 
+    hub_calls = []
+
     def offline(*args, **kwargs):
+        hub_calls.append(args)
         raise ConnectionError("offline")
 
     monkeypatch.setattr(matgl.utils.io, "_get_file_paths", offline)
     with pytest.raises(paths.MissingResourceError, match="HGFN_MODEL_DIR") as info:
         load_model(MEGNET, tmp_path)
     assert str(tmp_path / MEGNET) in str(info.value)
-    assert energy_models.MODEL_SPECS[MEGNET].hub_name in str(info.value)
+    # a models folder that is set but lacks the model is an immediate error: never a (slow, offline) hub lookup
+    assert hub_calls == []
