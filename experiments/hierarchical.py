@@ -326,9 +326,13 @@ def build_hierarchical(config) -> Task:
             key = jax.random.PRNGKey(int(config.seed) + 1)
             p0 = {"policy": jax.jit(policy.init)(key, init_states(env, 2)), "log_z": jnp.float32(0.0)}
             n, b = int(ev.num_samples), int(ev.batch_size)
-            finals = [jax.device_get(sample_fn(p0, jax.random.fold_in(key, i), b).final) for i in range(0, n, b)]
+            finals, rewards = [], []
+            for i in range(0, n, b):  # reward per sampling batch, as for the trained samples: all n at once asks
+                fin = sample_fn(p0, jax.random.fold_in(key, i), b).final  # for ~40 GB at SHAFT's 384-site buffer
+                finals.append(jax.device_get(fin))
+                rewards.append(jax.device_get(v_reward(fin)))
             s0 = jax.tree.map(lambda *a: np.concatenate(a)[:n], *finals)
-            lr0, t0 = jax.device_get(v_reward(s0))
+            lr0, t0 = jax.tree.map(lambda *a: np.concatenate(a)[:n], *rewards)
             top0 = np.argsort(-lr0, kind="stable")[:k]
             out["untrained_overflow"] = overflow_by_group(s0.crystal)
             out["untrained_top_k"] = quality_metrics(s0.crystal, t0, np.asarray(lr0), top0,
