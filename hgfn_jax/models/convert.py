@@ -175,3 +175,10 @@ def lstm(arrays: dict[str, np.ndarray], prefix: str, n_layers: int) -> list[dict
         }
         for i in range(n_layers)
     ]
+
+
+@functools.cache
+def cached_params(name: str, model_dir: str | None, from_arrays) -> dict:
+    """``from_arrays(checkpoint_arrays(name, model_dir))``, once per process (each model module passes its own
+    ``params_from_arrays``)."""
+    return from_arrays(checkpoint_arrays(name, model_dir))

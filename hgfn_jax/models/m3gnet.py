@@ -34,7 +34,6 @@ crystal (several times faster for data-like batches). Crystals whose edges do no
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import jax
@@ -133,14 +132,9 @@ def params_from_arrays(arrays: dict[str, np.ndarray]) -> dict:
     return jax.tree_util.tree_map(jnp.asarray, params)
 
 
-@functools.cache
-def _load_params(name: str, model_dir: str | None) -> dict:
-    return params_from_arrays(convert.checkpoint_arrays(name, model_dir))
-
-
 def load_params(model_dir: str | Path | None = None) -> dict:
     """Parameters of M3GNet-MP-2018.6.1-Eform (converted once, cached on disk and per process)."""
-    return _load_params(NAME, None if model_dir is None else str(model_dir))
+    return convert.cached_params(NAME, None if model_dir is None else str(model_dir), params_from_arrays)
 
 
 def _spherical_bessel(r: jnp.ndarray, roots: jnp.ndarray, inv_norm: jnp.ndarray, cutoff: float) -> jnp.ndarray:

@@ -31,7 +31,6 @@ crystal (several times faster for data-like batches). Crystals whose edges do no
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import jax
@@ -109,14 +108,9 @@ def params_from_arrays(arrays: dict[str, np.ndarray]) -> dict:
     return jax.tree_util.tree_map(jnp.asarray, params)
 
 
-@functools.cache
-def _load_params(name: str, model_dir: str | None) -> dict:
-    return params_from_arrays(convert.checkpoint_arrays(name, model_dir))
-
-
 def load_params(model_dir: str | Path | None = None) -> dict:
     """Parameters of MEGNet-MP-2018.6.1-Eform (converted once, cached on disk and per process)."""
-    return _load_params(NAME, None if model_dir is None else str(model_dir))
+    return convert.cached_params(NAME, None if model_dir is None else str(model_dir), params_from_arrays)
 
 
 def _edge_update(layers: list, v: jnp.ndarray, e: jnp.ndarray, u: jnp.ndarray, src: jnp.ndarray) -> jnp.ndarray:
@@ -133,6 +127,15 @@ def _edge_update(layers: list, v: jnp.ndarray, e: jnp.ndarray, u: jnp.ndarray, s
     shared = u @ w[3 * d :] + b  # [H]
     h = softplus2(at_src + at_dst + per_edge + shared)
     return mlp(layers[1:], h, softplus2, True)
+
+
+def _pre_block(block: dict, e: jnp.ndarray, v: jnp.ndarray, u: jnp.ndarray):
+    """The dense layers before a MEGNet block's updates (absent in the first block); same on padded and packed
+    edges."""
+    if "pre_edge" not in block:
+        return e, v, u
+    return (mlp(block["pre_edge"], e, softplus2, True), mlp(block["pre_node"], v, softplus2, True),
+            mlp(block["pre_state"], u, softplus2, True))
 
 
 def energy(params: dict, crystal: Crystal, k: int = DEFAULT_K, max_images: int = 2):
@@ -155,10 +158,7 @@ def energy(params: dict, crystal: Crystal, k: int = DEFAULT_K, max_images: int =
     n, kk = g.src.shape
     for block in params["blocks"]:
         e0, v0, u0 = e, v, u
-        if "pre_edge" in block:
-            e = mlp(block["pre_edge"], e, softplus2, True)
-            v = mlp(block["pre_node"], v, softplus2, True)
-            u = mlp(block["pre_state"], u, softplus2, True)
+        e, v, u = _pre_block(block, e, v, u)
         e = _edge_update(block["edge"], v, e, u, g.src)
         ve = masked_mean(e, em, axes=(1,))  # [N, D]: mean over the edges arriving at each atom
         u_n = jnp.broadcast_to(u, (n, u.shape[-1]))
@@ -214,10 +214,7 @@ def energy_batch(
     u = mlp(params["state_encoder"], jnp.zeros((b, 2), jnp.float32), softplus2, True)  # [B, 32]
     for block in params["blocks"]:
         e0, v0, u0 = e, v, u
-        if "pre_edge" in block:
-            e = mlp(block["pre_edge"], e, softplus2, True)
-            v = mlp(block["pre_node"], v, softplus2, True)
-            u = mlp(block["pre_state"], u, softplus2, True)
+        e, v, u = _pre_block(block, e, v, u)
         d = v.shape[-1]
         w0, b0 = block["edge"][0]["w"], block["edge"][0]["b"]
         h = (v @ w0[:d])[src] + (v @ w0[d : 2 * d])[dst] + e @ w0[2 * d : 3 * d] + (u @ w0[3 * d :] + b0)[pe.graph]
