@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from hgfn_jax.envs.crystal_gfn import STAGE_COMPOSITION, STAGE_LATTICE, STAGE_SPACEGROUP, CrystalGFN
-from hgfn_jax.envs.crystal_gfn.env import _sample_masked_icdf
+from hgfn_jax.gflownet.distributions import sample_masked_icdf
 from hgfn_jax.gflownet.env import Exploration
 from hgfn_jax.gflownet.rollout import rollout
 
@@ -97,7 +97,7 @@ def test_two_level_sampler_distribution(n, width, epsilon, temperature):
     ex = Exploration.make(epsilon, temperature)
     n_draws = 200_000
     u = jax.random.uniform(jax.random.PRNGKey(n), (n_draws, 2))
-    draws = np.asarray(jax.jit(jax.vmap(lambda u2: _sample_masked_icdf(u2, jnp.asarray(logits), jnp.asarray(mask),
+    draws = np.asarray(jax.jit(jax.vmap(lambda u2: sample_masked_icdf(u2, jnp.asarray(logits), jnp.asarray(mask),
                                                                        ex, width)))(u))
     assert mask[draws].all()
     z = np.where(mask, logits.astype(np.float64) / temperature, -np.inf)

@@ -27,7 +27,7 @@ increment 10 % of each range.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -36,12 +36,13 @@ import numpy as np
 from hgfn_jax.crystal import elements as elm
 from hgfn_jax.crystal import spacegroup as sgm
 from hgfn_jax.crystal.lattice import rhombohedral_to_hexagonal
+from hgfn_jax.crystal.types import CrystalSpec
 from hgfn_jax.envs.crystal_gfn import composition_parents as comp_parents
 from hgfn_jax.envs.crystal_gfn import composition_subspace as comp
 from hgfn_jax.envs.crystal_gfn import lattice_subspace as lat
 from hgfn_jax.envs.crystal_gfn import spacegroup_subspace as sgs
 from hgfn_jax.envs.crystal_gfn import wyckoff as wy
-from hgfn_jax.envs.crystal_gfn.restrictions import Restrictions
+from hgfn_jax.envs.crystal_gfn.restrictions import Restrictions, resolve
 from hgfn_jax.envs.crystal_gfn.types import (
     LATTICE_EOS,
     LATTICE_INCREMENT,
@@ -54,6 +55,13 @@ from hgfn_jax.envs.crystal_gfn.types import (
     CrystalAction,
     CrystalState,
 )
+from hgfn_jax.envs.crystal_gfn.validation import (
+    positive_int,
+    validate_elements,
+    validate_range,
+    validate_spacegroups,
+)
+from hgfn_jax.gflownet.distributions import sample_masked_icdf
 from hgfn_jax.gflownet.env import (
     NEG_INF,
     Environment,
@@ -110,13 +118,13 @@ class CrystalGFN(Environment):
             oxidation_states=oxidation_states, allow_elemental=allow_elemental, allow_alloys=allow_alloys,
             composition_mode=composition_mode, learn_pb=learn_pb,
         )  # fmt: skip
-        self.elements = _validate_elements(elements)
+        self.elements = validate_elements(elements)
         self.z = np.array([elm.atomic_number(s) for s in self.elements], np.int32)
-        self.spacegroups = _validate_spacegroups(spacegroups)
-        cap = _positive_int("max_per_element", max_per_element)
-        max_atoms = _positive_int("max_atoms", max_atoms)
-        min_distinct = _positive_int("min_distinct", min_distinct)
-        max_distinct = _positive_int("max_distinct", max_distinct)
+        self.spacegroups = validate_spacegroups(spacegroups)
+        cap = positive_int("max_per_element", max_per_element)
+        max_atoms = positive_int("max_atoms", max_atoms)
+        min_distinct = positive_int("min_distinct", min_distinct)
+        max_distinct = positive_int("max_distinct", max_distinct)
         n_el = len(self.elements)
         max_distinct = min(max_distinct, n_el)  # a bound above the number of elements does not bind
         if not min_distinct <= max_distinct <= n_el:
@@ -126,8 +134,8 @@ class CrystalGFN(Environment):
             )
         if max_atoms < min_distinct:
             raise ValueError(f"max_atoms={max_atoms} cannot hold min_distinct={min_distinct} elements")
-        lengths = _validate_range("lengths", lengths, 0.0, np.inf)
-        angles = _validate_range("angles", angles, 0.0, 180.0)
+        lengths = validate_range("lengths", lengths, 0.0, np.inf)
+        angles = validate_range("angles", angles, 0.0, 180.0)
         if not 0.0 < min_incr < 1.0:
             raise ValueError(f"min_incr must be in (0, 1), got {min_incr}")
         if n_comp < 1 or not 0.0 < beta_min or not 0.0 < beta_max:
@@ -138,69 +146,11 @@ class CrystalGFN(Environment):
         self.restrictions = restrictions
 
         # ---- restriction (sec. 6.5) -------------------------------------------------------------------------
-        r = restrictions or Restrictions()
-        element_caps = np.full(n_el, cap, np.int64)
-        if r.elements is not None:
-            unknown = [s for s in r.elements if s not in self.elements]
-            if unknown:
-                raise ValueError(f"restricted elements {unknown} are not among the environment's {self.elements}")
-            element_caps[[i for i, s in enumerate(self.elements) if s not in r.elements]] = 0
-        if r.max_per_element is not None:
-            if isinstance(r.max_per_element, Mapping):
-                for s, c in r.max_per_element.items():
-                    if s not in self.elements:
-                        raise ValueError(f"cap given for unknown element {s!r}")
-                    element_caps[self.elements.index(s)] = min(element_caps[self.elements.index(s)],
-                                                               _nonneg_int(f"cap of {s}", c))
-            else:
-                element_caps = np.minimum(element_caps, _positive_int("max_per_element", r.max_per_element))
-        if np.any(element_caps > cap):
-            raise ValueError(f"a restricted cap exceeds the environment's max_per_element={cap}")
-        r_min = min_distinct if r.min_distinct is None else _positive_int("min_distinct", r.min_distinct)
-        r_max = max_distinct if r.max_distinct is None else _positive_int("max_distinct", r.max_distinct)
-        r_atoms = max_atoms if r.max_atoms is None else _positive_int("max_atoms", r.max_atoms)
-        if r_max > max_distinct or r_atoms > max_atoms:
-            raise ValueError("a restriction may not enlarge max_distinct or max_atoms")
-        if r.max_distinct is None:
-            r_max = min(r_max, int(np.sum(element_caps > 0)))
-        if not r_min <= r_max <= int(np.sum(element_caps > 0)):
-            raise ValueError(
-                f"restricted min_distinct={r_min}, max_distinct={r_max} impossible with "
-                f"{int(np.sum(element_caps > 0))} allowed elements"
-            )
-        sg_allowed = np.ones(len(self.spacegroups), bool)
-        if r.spacegroups is not None:
-            unknown = [g for g in r.spacegroups if g not in self.spacegroups]
-            if unknown:
-                raise ValueError(f"restricted space groups {unknown} are not among the environment's list")
-            sg_allowed &= np.isin(self.spacegroups, np.asarray(r.spacegroups))
-        host = sgm.host_tables()
-        if r.crystal_lattice_systems is not None:
-            names = sgm.CRYSTAL_LATTICE_SYSTEMS
-            bad = [c for c in r.crystal_lattice_systems if c not in names]
-            if bad:
-                raise ValueError(f"unknown crystal-lattice systems {bad}; choose from {names}")
-            ids = [names.index(c) for c in r.crystal_lattice_systems]
-            sg_allowed &= np.isin(host["crystal_lattice_system"][self.spacegroups], ids)
-        low_len, high_len = lengths if r.lengths is None else _validate_range("lengths", r.lengths, *lengths)
-        low_ang, high_ang = angles if r.angles is None else _validate_range("angles", r.angles, *angles)
-        # fixed angles of each lattice system must lie in the (restricted) angle range
-        ls = host["lattice_system"][self.spacegroups]
-        from hgfn_jax.crystal import constraints as cons
-
-        fixed_ok = np.all(
-            ~cons.FIXED_MASK[ls] | ((cons.FIXED_VALUE[ls] >= low_ang) & (cons.FIXED_VALUE[ls] <= high_ang)), axis=1
-        )
-        sg_allowed &= fixed_ok
-        # a cell cannot hold fewer atoms than its group's smallest orbit (Wyckoff multiplicity): say so up front
-        orbit_min = np.array([int(host["wyckoff_mult"][g][host["wyckoff_mask"][g]].min()) for g in self.spacegroups])
-        if sg_allowed.any() and np.all(orbit_min[sg_allowed] > r_atoms):
-            g_min = self.spacegroups[sg_allowed][np.argmin(orbit_min[sg_allowed])]
-            raise ValueError(
-                f"max_atoms={r_atoms} is below the smallest orbit of every allowed space group (the smallest is "
-                f"{int(orbit_min[sg_allowed].min())} sites, group {int(g_min)}): no composition fits; raise "
-                "max_atoms or allow other space groups"
-            )
+        res = resolve(restrictions, self.elements, self.spacegroups, cap, min_distinct, max_distinct, max_atoms,
+                      lengths, angles)
+        element_caps, r_min, r_max, r_atoms = res.element_caps, res.min_distinct, res.max_distinct, res.max_atoms
+        sg_allowed = res.spacegroup_allowed
+        (low_len, high_len), (low_ang, high_ang) = res.lengths, res.angles
 
         # ---- tables -----------------------------------------------------------------------------------------
         self.wyckoff = wy.build_tables(self.spacegroups, cap)
@@ -334,7 +284,7 @@ class CrystalGFN(Environment):
 
     def _sample_discrete(self, u: jnp.ndarray, fwd_out, state: CrystalState, explore: Exploration) -> jnp.ndarray:
         logits, mask = self._discrete(fwd_out, state)
-        return _sample_masked_icdf(u[:2], logits, mask, explore, self._disc_width)
+        return sample_masked_icdf(u[:2], logits, mask, explore, self._disc_width)
 
     def _sample_lattice(self, key: jax.Array, u: jnp.ndarray, fwd_out, state: CrystalState, explore: Exploration):
         _, _, f_lat = self._split_fwd(fwd_out)
@@ -484,6 +434,13 @@ class CrystalGFN(Environment):
         parents = jax.vmap(self._parents)(next_states)
         return jax.vmap(self._log_pb_with)(bwd_out, next_states, actions, prev_states, lp_lat, parents)
 
+    def terminal(self, state: CrystalState) -> CrystalSpec:
+        """The typed terminal object rewards consume: atoms per atomic number in the conventional cell, space-group
+        number, lattice of that cell (see ``terminal_info`` for the rhombohedral groups)."""
+        info = self.terminal_info(state)
+        return CrystalSpec(counts=info["counts_z"], spacegroup=info["spacegroup"],
+                           lattice=info["lattice"].astype(jnp.float32))
+
     def terminal_info(self, state: CrystalState) -> dict[str, jnp.ndarray]:
         """The terminal record rewards and metrics read: space group number ``[]`` (0 if unset), counts ``[E]``,
         counts by atomic number ``[119]``, ``lattice [6]`` (Angstrom, degrees) of the cell the counts describe,
@@ -519,94 +476,6 @@ class CrystalGFN(Environment):
             raise ValueError(f"space group {spacegroup} is not in this environment's list")
         ox = comp.oxidation_states(self.elements, self.comp_config.oxidation_set)
         return bool(comp.valid_host(self.comp_config, self.wyckoff, int(rows[0]), np.asarray([counts]), ox)[0])
-
-
-def _sample_masked_icdf(u2: jnp.ndarray, logits: jnp.ndarray, mask: jnp.ndarray, explore: Exploration,
-                        width: int) -> jnp.ndarray:
-    """Index from softmax(logits / T) over ``mask`` or, with probability epsilon, uniform over ``mask``, by
-    inverse-CDF sampling with the two uniforms ``u2`` (``u2[0]`` picks policy / uniform, ``u2[1]`` the index).
-
-    The CDF is taken in two levels over the entries laid out as rows of ``width``: a running sum over the row
-    masses picks the row, a running sum inside that row picks the entry (O(n) work, where a flat ``cumsum`` lowers
-    to an O(n^2) ``reduce_window`` on CPU). Both running sums are sequential additions of non-negative terms, so
-    they are non-decreasing and the first entry whose running sum exceeds the target has positive mass: masked
-    entries are never returned. Rounding (the target at or beyond the total) falls back to the last row / entry
-    with positive mass. An all-False mask returns 0 (only on unused stages)."""
-    n = logits.shape[0]
-    n_rows = -(-n // width)
-    use_uniform = u2[0] < explore.epsilon
-    z = jnp.where(mask, logits / explore.temperature, -jnp.inf)
-    p = jnp.where(mask, jnp.exp(z - jnp.max(jnp.where(mask, z, -1e30))), 0.0)
-    p = jnp.where(use_uniform, mask.astype(jnp.float32), p)
-    p = jnp.concatenate([p, jnp.zeros(n_rows * width - n, p.dtype)]).reshape(n_rows, width)
-    row_mass = jnp.sum(p, axis=1)
-    row_cdf = _running_sum(row_mass)
-    u = u2[1] * row_cdf[-1]
-    rows = jnp.arange(n_rows)
-    last_row = jnp.max(jnp.where(row_mass > 0, rows, 0))
-    r = jnp.minimum(jnp.sum(row_cdf <= u), last_row)
-    sel = rows == r
-    before = jnp.concatenate([jnp.zeros(1, row_cdf.dtype), row_cdf[:-1]])  # mass of the rows before each row
-    u_in = u - jnp.sum(jnp.where(sel, before, 0.0))  # (exact: a single non-zero term)
-    p_r = jnp.sum(jnp.where(sel[:, None], p, 0.0), axis=0)  # row r (exact: one non-zero term per column)
-    cols = jnp.arange(width)
-    last_col = jnp.max(jnp.where(p_r > 0, cols, 0))
-    c = jnp.minimum(jnp.sum(_running_sum(p_r) <= u_in), last_col)
-    return (r * width + c).astype(jnp.int32)
-
-
-def _running_sum(x: jnp.ndarray) -> jnp.ndarray:
-    """Inclusive prefix sum of a short vector by sequential additions (non-decreasing for non-negative ``x``)."""
-    out = [x[0]]
-    for i in range(1, x.shape[0]):
-        out.append(out[-1] + x[i])
-    return jnp.stack(out)
-
-
-# ---- validation helpers ------------------------------------------------------------------------------------
-
-
-def _validate_elements(elements: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(elements, str) or len(elements) == 0:
-        raise ValueError(f"elements must be a non-empty sequence of symbols, got {elements!r}")
-    out = []
-    for s in elements:
-        try:
-            elm.atomic_number(s)
-        except ValueError:
-            raise ValueError(f"unknown element symbol {s!r}") from None
-        out.append(str(s))
-    if len(set(out)) != len(out):
-        raise ValueError(f"duplicate elements in {out}")
-    return tuple(out)
-
-
-def _validate_spacegroups(groups: Sequence[int]) -> np.ndarray:
-    if len(groups) == 0:
-        raise ValueError("spacegroups must be a non-empty sequence of international numbers 1..230")
-    out = [sgm.validate_spacegroup(g) for g in groups]
-    if len(set(out)) != len(out):
-        raise ValueError(f"duplicate space groups in {out}")
-    return np.asarray(sorted(out), np.int32)
-
-
-def _positive_int(name: str, v) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    return int(v)
-
-
-def _nonneg_int(name: str, v) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
-    return int(v)
-
-
-def _validate_range(name: str, rng, lo: float, hi: float) -> tuple[float, float]:
-    a, b = (float(x) for x in rng)
-    if not (lo <= a < b <= hi) or (lo == 0.0 and a <= 0.0):
-        raise ValueError(f"{name} range must satisfy {lo} < low < high <= {hi}, got ({a}, {b})")
-    return a, b
 
 
 __all__ = ["CrystalGFN", "PAPER_ELEMENTS", "PAPER_SPACEGROUPS"]
