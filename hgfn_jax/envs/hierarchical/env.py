@@ -160,7 +160,8 @@ class _CrystalTransitions:
         )
         self.fwd_dim = self.G + self.N_LATTICE_RAW + self.N_FRAC_RAW + self.E
         self.bwd_dim = self.G if c.learn_backward_group else 0
-        self.obs_dim = 2 * self.G + 1 + 1 + 6 + (self.T + 1) + self.T * (self.E + 6)
+        # group [G] | lattice group + s0 slot [G + 1] | phase | done | lattice u [6] | atom count [T + 1] | atoms
+        self.obs_dim = 2 * self.G + 1 + 1 + 1 + 6 + (self.T + 1) + self.T * (self.E + 6)
 
     # ---- layout of the forward output ---------------------------------------------------------------------
     def split_fwd(self, fwd: jnp.ndarray):
