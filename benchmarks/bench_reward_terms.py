@@ -16,10 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import record, time_jax, write_results
+from hgfn_jax.crystal import chemistry as chem
 from hgfn_jax.crystal.types import Crystal
+from hgfn_jax.data.bond_stats import load_bond_table
 from hgfn_jax.rewards import composite, physics
-from hgfn_jax.rewards import composition as comp
-from hgfn_jax.rewards.bond_table import load_bond_table
 
 N_MAX = 20
 SPECIES = np.array([3, 8, 9, 11, 12, 13, 14, 15, 16, 17, 19, 20, 22, 25, 26, 27, 28, 29, 30, 34, 38, 56])
@@ -42,7 +42,7 @@ def random_crystals(batch: int, seed: int = 0) -> Crystal:
 
 def main(quick: bool = False) -> list[dict]:
     table = load_bond_table()
-    tables = comp.smact_tables()
+    tables = chem.smact_tables()
     e_table = jnp.asarray(np.linspace(-3.0, 1.0, 119), jnp.float32)
 
     def energy_fn(c: Crystal):
@@ -52,7 +52,7 @@ def main(quick: bool = False) -> list[dict]:
     fns = {
         "bond_term": lambda c: physics.bond_term(c, table).r_bond,
         "density_term": lambda c: physics.density_term(c).r_density,
-        "composition_smact": lambda c: comp.smact_valid_crystal(c, tables)[0],
+        "composition_smact": lambda c: chem.smact_valid_crystal(c, tables)[0],
         "shaft_bond_term": lambda c: physics.shaft_bond_term(c, table).r_bond,
         "chgflownet_reward": lambda c: composite.make_chgflownet_reward(energy_fn=energy_fn)(c)[0],
         "shaft_reward": lambda c: composite.make_shaft_reward(energy_fn=energy_fn)(c)[0],
@@ -79,7 +79,7 @@ def main(quick: bool = False) -> list[dict]:
 
     t0 = time.perf_counter()
     for d in comps:
-        comp.smact_valid({SYMBOLS[z]: k for z, k in d.items()})
+        chem.smact_valid({SYMBOLS[z]: k for z, k in d.items()})
     sec = (time.perf_counter() - t0) / len(comps)
     records.append(
         record("composition_smact_host", 1, sec, 0.0, unit="structures", note="smact_validity, host")

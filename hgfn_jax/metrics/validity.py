@@ -13,7 +13,7 @@
                            compositions are valid. Counts are gcd-reduced first.
 ``charge_neutral_smact``   the same without the Pauling test.
 ``charge_pgcgm``           PGCGM Table 1 "Charge": pymatgen ``Composition.oxi_state_guesses()`` is non-empty.
-``composition_reward``     the project's reward rule (``hgfn_jax.rewards.composition.smact_valid_counts``, the
+``composition_reward``     the project's reward rule (``hgfn_jax.crystal.chemistry.smact_valid_counts``, the
                            jit SMACT check with its own bounds), for comparison with the reward.
 =========================  ===================================================================================
 
@@ -147,7 +147,7 @@ def composition_valid_reward(comps: list[Composition | None]) -> np.ndarray:
     import jax
     import jax.numpy as jnp
 
-    from hgfn_jax.rewards.composition import smact_tables, smact_valid_counts
+    from hgfn_jax.crystal.chemistry import smact_tables, smact_valid_counts
 
     out = np.zeros(len(comps), bool)
     counts = np.zeros((len(comps), 119), np.int32)

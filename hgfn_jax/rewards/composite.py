@@ -7,7 +7,7 @@ injected property functions into a pure, jit/vmap-safe function on ONE crystal::
 
 ``terms`` always holds ``log_reward`` and ``structure_valid`` plus every component, as float32 scalars
 (booleans as 0/1), so training can log them. Property functions are injected so the same reward can be trained
-on M3GNet (``hgfn_jax.rewards.callback.make_property_fn``), a proxy or a synthetic target::
+on M3GNet (``hgfn_jax.models.host_bridge.make_property_fn``), a proxy or a synthetic target::
 
     energy_fn(crystal) -> (value [] float32, valid [] bool)      # formation energy, eV/atom
     bandgap_fn(crystal) -> (value [] float32, valid [] bool)     # band gap, eV
@@ -28,7 +28,7 @@ Formulas and sources
   penalty value; our choice, the paper says nothing).
 - ``R_P``: eq. 14 density Gaussian, ``3 exp(-(rho - 3)^2 / 2)`` (reference-code constants).
 - ``R_bond``: eqs. 11-13, Table 6 constants (``physics.bond_term``).
-- ``R_comp``: 1 if SMACT-valid (``composition.smact_valid_crystal``), else 0.
+- ``R_comp``: 1 if SMACT-valid (``hgfn_jax.crystal.chemistry.smact_valid_crystal``), else 0.
 - Clip: the reference code (``reward_func_gd_dm_max_dist_SMACT``) clips ``R`` to [1e-4, 10]; default here
   (``reward_min = 1e-4, reward_max = 10``; ``reward_max=None`` removes the cap). The cap makes every structure
   with ``E <~ -2.3`` eV/atom, valid bonds and a valid composition equally rewarded.
@@ -77,11 +77,11 @@ from dataclasses import dataclass
 
 import jax.numpy as jnp
 
+from hgfn_jax.crystal import chemistry as chem
 from hgfn_jax.crystal.lattice import volume_per_atom
 from hgfn_jax.crystal.types import Crystal
-from hgfn_jax.rewards import composition as comp
+from hgfn_jax.data.bond_stats import BondTable, load_bond_table
 from hgfn_jax.rewards import physics
-from hgfn_jax.rewards.bond_table import BondTable, load_bond_table
 
 PropertyFn = Callable[[Crystal], tuple[jnp.ndarray, jnp.ndarray]]
 Terms = dict[str, jnp.ndarray]
@@ -194,7 +194,7 @@ def make_chgflownet_reward(
     config: CHGFlowNetRewardConfig = CHGFlowNetRewardConfig(),
     energy_fn: PropertyFn | None = None,
     bond_table: BondTable | None = None,
-    smact: comp.SmactTables | None = None,
+    smact: chem.SmactTables | None = None,
 ) -> LogRewardFn:
     """CHGFlowNet's physics-informed reward (paper 000, eq. 15) as ``log_reward(crystal)``."""
     if config.use_energy and energy_fn is None:
@@ -210,7 +210,7 @@ def make_chgflownet_reward(
             "clamp=None (or a lower bound below energy_min), or use low_energy_rule='clamp'"
         )
     table = bond_table if bond_table is not None else load_bond_table()
-    tables = smact if smact is not None else comp.smact_tables()
+    tables = smact if smact is not None else chem.smact_tables()
     cfg = config
 
     def log_reward(crystal: Crystal) -> tuple[jnp.ndarray, Terms]:
@@ -238,7 +238,7 @@ def make_chgflownet_reward(
         else:
             r_bond = jnp.float32(1.0)
         if cfg.use_composition:
-            valid_c, overflow_c = comp.smact_valid_crystal(safe, tables, max_elements=cfg.max_elements)
+            valid_c, overflow_c = chem.smact_valid_crystal(safe, tables, max_elements=cfg.max_elements)
             r_comp = jnp.where(ok & valid_c, 1.0, 0.0)
             terms.update(r_comp=r_comp, comp_overflow=overflow_c)
         else:
@@ -257,7 +257,7 @@ def make_shaft_reward(
     energy_fn: PropertyFn | None = None,
     bandgap_fn: PropertyFn | None = None,
     bond_table: BondTable | None = None,
-    smact: comp.SmactTables | None = None,
+    smact: chem.SmactTables | None = None,
 ) -> LogRewardFn:
     """SHAFT's weighted reward (paper 002, eq. 8; with ``w_bandgap > 0`` the Sec. 15 extension)."""
     cfg = config
@@ -270,7 +270,7 @@ def make_shaft_reward(
     if not cfg.energy_beta > 0:
         raise ValueError(f"energy_beta must be > 0, got {cfg.energy_beta}")
     table = bond_table if bond_table is not None else load_bond_table()
-    tables = smact if smact is not None else comp.smact_tables()
+    tables = smact if smact is not None else chem.smact_tables()
 
     def log_reward(crystal: Crystal) -> tuple[jnp.ndarray, Terms]:
         safe, ok = _prepare(crystal)
@@ -295,7 +295,7 @@ def make_shaft_reward(
         dens = physics.density_term(safe, cfg.density_a, cfg.density_b, cfg.density_c)
         r_p = jnp.where(ok, dens.r_density, 0.0)
         r = r + cfg.w_density * r_p
-        valid_c, overflow_c = comp.smact_valid_crystal(safe, tables, max_elements=cfg.max_elements)
+        valid_c, overflow_c = chem.smact_valid_crystal(safe, tables, max_elements=cfg.max_elements)
         r_v = jnp.where(ok & valid_c, 1.0, 0.0)
         r = r + cfg.w_validity * r_v
         terms.update(r_bond=r_b, density=jnp.where(ok, dens.density, 0.0), r_density=r_p, r_comp=r_v)

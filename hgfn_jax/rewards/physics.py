@@ -5,7 +5,7 @@ Terms (paper 000 = CHGFlowNet, Sec. 4.3, eqs. 11-14 and Table 6; paper 002 = SHA
 - **Density term** (eq. 14): ``R_P = a * exp(-(rho - b)^2 / (2 c^2))`` with ``rho`` the mass density in
   g/cm^3. The text gives no values; the CHGFlowNet reference code uses ``a = 3, b = 3, c = 1`` (our default),
   the SHAFT code ``a = 1, b = 3, c = 1``.
-- **Bond-distance preference** (eqs. 11-13), with thresholds from :mod:`hgfn_jax.rewards.bond_table`:
+- **Bond-distance preference** (eqs. 11-13), with thresholds from :mod:`hgfn_jax.data.bond_stats`:
 
   * eq. 11, ``R_min = alpha_p`` if some pair of real atoms is closer than ``d_min(Zi, Zj)``, else 1. "Pairs"
     are (i) every two distinct real sites at their minimum-image distance (``geometry.distance_matrix``) and
@@ -47,11 +47,12 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from hgfn_jax.crystal.elements import NUM_ELEMENTS
 from hgfn_jax.crystal.geometry import distance_matrix, neighbor_list, pair_mask, shortest_lattice_vector
 from hgfn_jax.crystal.lattice import density as _density
 from hgfn_jax.crystal.lattice import is_degenerate, params_to_matrix
 from hgfn_jax.crystal.types import Crystal
-from hgfn_jax.rewards.bond_table import NEIGHBOUR_CUTOFF, BondTable
+from hgfn_jax.data.bond_stats import NEIGHBOUR_CUTOFF, BondTable
 
 # Table 6 of paper 000.
 ALPHA_P = 0.1
@@ -221,7 +222,7 @@ def shaft_bond_term(
     dfrac = frac[nl.idx] + nl.offset.astype(jnp.float32) - frac[:, None, :]
     vec = dfrac @ params_to_matrix(safe.lattice)
     d_nl = jnp.sqrt(jnp.where(nl.nbr_mask, jnp.sum(vec * vec, axis=-1), 1.0))
-    t = jnp.where(entry, (lo * 119 + hi).reshape(-1), jnp.iinfo(jnp.int32).max)
+    t = jnp.where(entry, (lo * NUM_ELEMENTS + hi).reshape(-1), jnp.iinfo(jnp.int32).max)
     dist = jnp.where(entry, d_nl.reshape(-1), jnp.inf)
     order = jnp.lexsort((dist, t))  # by type, then distance; invalid entries last
     t, dist, entry = t[order], dist[order], entry[order]

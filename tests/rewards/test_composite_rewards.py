@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
+from hgfn_jax.crystal import chemistry as chem
 from hgfn_jax.crystal.types import Crystal
-from hgfn_jax.rewards import bond_table as bt
+from hgfn_jax.data import bond_stats as bt
 from hgfn_jax.rewards import composite
-from hgfn_jax.rewards import composition as comp
 
 N_MAX = 20
 N_REAL = 10
@@ -145,7 +145,7 @@ def _chg_energy(e: float, ok: bool) -> float:
 
 
 def _smact(s: Structure) -> float:
-    return float(comp.smact_valid(s.composition.as_dict()))
+    return float(chem.smact_valid(s.composition.as_dict()))
 
 
 @pytest.fixture(scope="module")

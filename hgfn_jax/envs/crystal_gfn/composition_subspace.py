@@ -39,80 +39,17 @@ the window that later elements could still cancel; the Wyckoff tracker is the us
 from __future__ import annotations
 
 import dataclasses
-import functools
-import warnings
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from hgfn_jax.crystal import elements as elm
+from hgfn_jax.crystal.chemistry import is_metal, oxidation_states  # SMACT's tables: one loader (crystal/chemistry)
 from hgfn_jax.envs.crystal_gfn import wyckoff as wy
 from hgfn_jax.envs.crystal_gfn.types import CompositionState
 
-OXIDATION_SETS = ("smact_default", "icsd24", "icsd16", "smact14", "pymatgen_sp", "wiki")
 EXACT_MAX_STATES = 1 << 13  # exact mode when the composition lattice has at most this many points
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Host data from SMACT
-# ----------------------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=8)
-def _oxidation_dict(name: str) -> dict[str, tuple[int, ...]]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import smact
-        from smact.utils.oxidation import ICSD24OxStatesFilter
-
-        if name == "smact_default":  # what smact_validity uses when no set is named (ICSD24FilterConfig defaults)
-            df = ICSD24OxStatesFilter().filter(consensus=3, include_zero=False, commonality="low")
-            return {
-                str(r["element"]): tuple(int(x) for x in str(r["oxidation_state"]).split()) for _, r in df.iterrows()
-            }
-        attr = {
-            "icsd24": "oxidation_states_icsd24",
-            "icsd16": "oxidation_states_icsd16",
-            "smact14": "oxidation_states_smact14",
-            "pymatgen_sp": "oxidation_states_sp",
-            "wiki": "oxidation_states_wiki",
-        }[name]
-        out = {}
-        for z in range(1, 104):
-            sym = elm.SYMBOLS[z]
-            try:
-                states = getattr(smact.Element(sym), attr)
-            except Exception:  # noqa: BLE001 - SMACT has no data for some heavy elements
-                continue
-            if states:
-                out[sym] = tuple(int(x) for x in states)
-        return out
-
-
-def oxidation_states(symbols: Sequence[str], name: str = "smact_default") -> list[tuple[int, ...]]:
-    """Oxidation states of each element in SMACT's set ``name`` (empty tuple when SMACT lists none)."""
-    if name not in OXIDATION_SETS:
-        raise ValueError(f"unknown oxidation-state set {name!r}; choose one of {OXIDATION_SETS}")
-    table = _oxidation_dict(name)
-    return [tuple(sorted(table.get(s, ()))) for s in symbols]
-
-
-@functools.lru_cache(maxsize=1)
-def _metals() -> frozenset[str]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import smact
-
-        return frozenset(smact.metals)
-
-
-def is_metal(symbols: Sequence[str]) -> np.ndarray:
-    """``[E] bool``: element is in SMACT's list of metals (used by its alloy rule)."""
-    metals = _metals()
-    return np.array([s in metals for s in symbols], bool)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""SMACT composition validity (charge neutrality + Pauling electronegativity test), in JAX.
+"""SMACT chemistry: the oxidation-state tables and composition validity (charge neutrality + Pauling test), in JAX.
+
+This module is the one place that reads SMACT's oxidation-state sets (:func:`oxidation_states`, through SMACT's
+public ``Element.oxidation_states_<set>`` attributes and, for SMACT's default set, its ``ICSD24OxStatesFilter``);
+the Crystal-GFN composition subspace and the reward's jit rule both use it.
 
 The composition-validity term of CHGFlowNet (paper 000, Sec. 4.3, ``R_comp = 1`` for a valid composition,
 0 otherwise) and SHAFT (paper 002, Sec. 4.2) is the CDVAE metric: SMACT's ``smact_validity`` (Davies et al.
@@ -48,25 +52,100 @@ Deviations from SMACT (documented, all outside its defined domain):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
+from hgfn_jax.crystal.elements import NUM_ELEMENTS, SYMBOLS
 from hgfn_jax.crystal.types import Crystal
 
-NUM_Z = 119  # table length, index 0 = padding
 SMACT_MAX_Z = 103  # SMACT's element data covers Z = 1..103
 OXIDATION_STATES_SET = "smact14"  # the set used by the CDVAE/CHGFlowNet/SHAFT metric (see module docstring)
 DEFAULT_MAX_ELEMENTS = 8
+# SMACT's named sets (the ``oxidation_states_set`` names of ``smact_validity``) and "smact_default", the set
+# ``smact_validity`` uses when none is named (ICSD 2024 filtered with consensus 3, commonality "low").
+OXIDATION_SETS = ("smact_default", "icsd24", "icsd16", "smact14", "pymatgen_sp", "wiki")
+_SET_ATTRIBUTE = {
+    "icsd24": "oxidation_states_icsd24",
+    "icsd16": "oxidation_states_icsd16",
+    "smact14": "oxidation_states_smact14",
+    "pymatgen_sp": "oxidation_states_sp",
+    "wiki": "oxidation_states_wiki",
+}
 
 
-@struct.dataclass
+# ----------------------------------------------------------------------------------------------------------
+# Host data from SMACT (the one loader)
+# ----------------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def _oxidation_dict(name: str) -> dict[str, tuple[int, ...]]:
+    """``{symbol: states}`` of SMACT's set ``name`` for Z = 1..103 (elements without states are left out)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import smact
+        from smact.utils.oxidation import ICSD24OxStatesFilter
+
+        if name == "smact_default":  # what smact_validity uses when no set is named (ICSD24FilterConfig defaults)
+            df = ICSD24OxStatesFilter().filter(consensus=3, include_zero=False, commonality="low")
+            return {
+                str(r["element"]): tuple(int(x) for x in str(r["oxidation_state"]).split()) for _, r in df.iterrows()
+            }
+        attr = _SET_ATTRIBUTE[name]
+        out = {}
+        for z in range(1, SMACT_MAX_Z + 1):
+            sym = SYMBOLS[z]
+            try:
+                states = getattr(smact.Element(sym), attr)
+            except Exception:  # noqa: BLE001 - SMACT has no data for some heavy elements
+                continue
+            if states:
+                out[sym] = tuple(int(x) for x in states)
+        return out
+
+
+def oxidation_states(symbols: Sequence[str], name: str = "smact_default") -> list[tuple[int, ...]]:
+    """Oxidation states of each element in SMACT's set ``name`` (sorted; empty tuple when SMACT lists none)."""
+    if name not in OXIDATION_SETS:
+        raise ValueError(f"unknown oxidation-state set {name!r}; choose one of {OXIDATION_SETS}")
+    table = _oxidation_dict(name)
+    return [tuple(sorted(table.get(s, ()))) for s in symbols]
+
+
+@functools.lru_cache(maxsize=1)
+def smact_metals() -> frozenset[str]:
+    """SMACT's list of metals (``smact.metals``, used by its alloy rule)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import smact
+
+        return frozenset(smact.metals)
+
+
+def is_metal(symbols: Sequence[str]) -> np.ndarray:
+    """``[E] bool``: element is in SMACT's list of metals (used by its alloy rule)."""
+    metals = smact_metals()
+    return np.array([s in metals for s in symbols], bool)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tables for the jit rule
+# ----------------------------------------------------------------------------------------------------------
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["ox_states", "ox_mask", "has_ox", "eneg", "has_eneg", "is_metal"],
+    meta_fields=["max_pos_ox", "max_neg_ox", "oxidation_states_set"],
+)
+@dataclasses.dataclass(frozen=True)
 class SmactTables:
     """Per-element SMACT data indexed by atomic number Z (row 0 = padding, never a real element)."""
 
@@ -76,36 +155,34 @@ class SmactTables:
     eneg: jnp.ndarray  # [119] float32: SMACT Pauling electronegativity (0 where missing)
     has_eneg: jnp.ndarray  # [119] bool: SMACT has a Pauling electronegativity for Z
     is_metal: jnp.ndarray  # [119] bool: Z is in ``smact.metals`` (the alloy fast path)
-    max_pos_ox: int = struct.field(pytree_node=False, default=8)  # []: largest positive state in the set
-    max_neg_ox: int = struct.field(pytree_node=False, default=4)  # []: largest |negative| state in the set
-    oxidation_states_set: str = struct.field(pytree_node=False, default=OXIDATION_STATES_SET)  # [] name
+    max_pos_ox: int = 8  # [] static: largest positive state in the set
+    max_neg_ox: int = 4  # [] static: largest |negative| state in the set
+    oxidation_states_set: str = OXIDATION_STATES_SET  # [] static: the set's name
 
 
 @functools.lru_cache(maxsize=4)
 def smact_tables(oxidation_states_set: str = OXIDATION_STATES_SET) -> SmactTables:
-    """Builds the tables from SMACT on the host (cached). ``oxidation_states_set`` is a SMACT set name."""
+    """Builds the tables from SMACT on the host (cached). ``oxidation_states_set``: a name of ``OXIDATION_SETS``."""
     import smact
-    from smact.screening import _get_oxidation_states
 
-    lists: list[list[int]] = [[] for _ in range(NUM_Z)]
-    eneg = np.zeros(NUM_Z, np.float32)
-    has_eneg = np.zeros(NUM_Z, bool)
-    is_metal = np.zeros(NUM_Z, bool)
-    metals = set(smact.metals)
-    symbols = smact.ordered_elements(1, SMACT_MAX_Z)
+    lists: list[list[int]] = [[] for _ in range(NUM_ELEMENTS)]
+    eneg = np.zeros(NUM_ELEMENTS, np.float32)
+    has_eneg = np.zeros(NUM_ELEMENTS, bool)
+    symbols = SYMBOLS[1 : SMACT_MAX_Z + 1]
+    ox_lists = oxidation_states(symbols, oxidation_states_set)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         elems = [smact.Element(s) for s in symbols]
-        ox_lists = _get_oxidation_states(elems, oxidation_states_set)
     for z, (e, ox) in enumerate(zip(elems, ox_lists, strict=True), start=1):
-        lists[z] = sorted({int(o) for o in ox}) if ox else []
+        lists[z] = sorted(set(ox))
         if e.pauling_eneg is not None:
             eneg[z] = float(e.pauling_eneg)
             has_eneg[z] = True
-        is_metal[z] = e.symbol in metals
+    metal = np.zeros(NUM_ELEMENTS, bool)
+    metal[1 : SMACT_MAX_Z + 1] = is_metal(symbols)
     width = max(len(x) for x in lists)
-    states = np.zeros((NUM_Z, width), np.int32)
-    mask = np.zeros((NUM_Z, width), bool)
+    states = np.zeros((NUM_ELEMENTS, width), np.int32)
+    mask = np.zeros((NUM_ELEMENTS, width), bool)
     for z, ox in enumerate(lists):
         states[z, : len(ox)] = ox
         mask[z, : len(ox)] = True
@@ -116,7 +193,7 @@ def smact_tables(oxidation_states_set: str = OXIDATION_STATES_SET) -> SmactTable
         has_ox=jnp.asarray(mask.any(axis=1)),
         eneg=jnp.asarray(eneg),
         has_eneg=jnp.asarray(has_eneg),
-        is_metal=jnp.asarray(is_metal),
+        is_metal=jnp.asarray(metal),
         max_pos_ox=max(0, max(all_states)),
         max_neg_ox=max(0, -min(all_states)),
         oxidation_states_set=oxidation_states_set,
@@ -126,8 +203,8 @@ def smact_tables(oxidation_states_set: str = OXIDATION_STATES_SET) -> SmactTable
 def element_counts(species: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
     """[119] int32 real sites per atomic number; species [N] int32 (Z, 0 = padding), mask [N] bool."""
     z = jnp.where(mask, species, 0).astype(jnp.int32)
-    z = jnp.clip(z, 0, NUM_Z - 1)
-    return jnp.zeros(NUM_Z, jnp.int32).at[z].add(mask.astype(jnp.int32)).at[0].set(0)
+    z = jnp.clip(z, 0, NUM_ELEMENTS - 1)
+    return jnp.zeros(NUM_ELEMENTS, jnp.int32).at[z].add(mask.astype(jnp.int32)).at[0].set(0)
 
 
 def _gcd_reduce(c: jnp.ndarray) -> jnp.ndarray:
@@ -286,7 +363,7 @@ def counts_from_mapping(composition: Mapping[str, float] | str) -> np.ndarray:
     """[119] int32 counts of a formula or ``{symbol: count}`` mapping (integer counts required)."""
     from pymatgen.core import Composition
 
-    out = np.zeros(NUM_Z, np.int32)
+    out = np.zeros(NUM_ELEMENTS, np.int32)
     for el, amt in Composition(composition).items():
         if not math.isclose(amt, round(amt)):
             raise ValueError(f"non-integer count {amt} for {el} in {composition!r}")
@@ -295,15 +372,19 @@ def counts_from_mapping(composition: Mapping[str, float] | str) -> np.ndarray:
 
 
 __all__ = [
+    "OXIDATION_SETS",
     "OXIDATION_STATES_SET",
     "SmactTables",
     "counts_from_mapping",
     "element_counts",
+    "is_metal",
+    "oxidation_states",
     "smact_tables",
     "smact_valid",
     "smact_valid_counts",
     "smact_valid_counts_batch",
     "smact_valid_crystal",
+    "smact_metals",
 ]
 
 

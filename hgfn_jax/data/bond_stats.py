@@ -1,4 +1,4 @@
-"""Per element-pair interatomic distance statistics (bond table) for the bond-distance reward terms.
+"""Per element-pair interatomic distance statistics (bond table): data the bond-distance reward terms read.
 
 Source: ``bond_distance_stats.json.gz`` in the shared data folder, published with the CHGFlowNet code (MIT):
 ``{"min"|"max"|"mean"|"std": {"Z1_Z2": angstrom}}`` for 3,569 element pairs, keys with Z1 <= Z2. The
@@ -17,7 +17,7 @@ Conventions (paper 000, CHGFlowNet, Sec. 4.3, eqs. 11-12, and its reference code
 ``derive_from_dataset`` recomputes the same statistics from the shared CGCNN data set (a random sample of
 structures; pymatgen neighbour search within 4 A, periodic images included, distances of each element pair in
 a structure de-duplicated within 1e-5 A as in the CHGFlowNet code) and ``compare_tables`` summarises how it
-relates to the shipped table. Measured (``python -m hgfn_jax.rewards.bond_table --n 2000``: seed 0, 2,000
+relates to the shipped table. Measured (``python -m hgfn_jax.data.bond_stats --n 2000``: seed 0, 2,000
 random structures of the 36,737 (any size <= 200 sites), 1,805 element pairs found, all present in the shipped
 table):
 
@@ -29,7 +29,7 @@ table):
   distances agree.
 
 The reward uses the shipped table; the derived one is a consistency check
-(tests/rewards/test_physics_terms.py).
+(tests/data/test_bond_stats.py).
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from hgfn_jax.crystal.elements import NUM_ELEMENTS
 from hgfn_jax.paths import require_file
 
-NUM_Z = 119
 BOND_STATS_FILE = "bond_distance_stats.json.gz"
 DEFAULT_D_MIN = 1.0  # A, pairs absent from the table (CHGFlowNet code and data README)
 DEFAULT_D_MAX = 3.5  # A, neighbour bound for absent pairs (CHGFlowNet code and data README)
@@ -70,7 +70,7 @@ def _parse_key(key: str) -> tuple[int, int]:
         a, b = (int(x) for x in key.split("_"))
     except ValueError:
         raise ValueError(f"bad bond-table key {key!r}: expected 'Z1_Z2'") from None
-    if not (1 <= a < NUM_Z and 1 <= b < NUM_Z):
+    if not (1 <= a < NUM_ELEMENTS and 1 <= b < NUM_ELEMENTS):
         raise ValueError(f"bad bond-table key {key!r}: atomic numbers must lie in 1..118")
     return a, b
 
@@ -85,10 +85,10 @@ def table_arrays(
     for part in ("min", "mean", "std"):
         if part not in stats:
             raise ValueError(f"bond statistics lack the {part!r} table (keys: {sorted(stats)})")
-    d_min = np.full((NUM_Z, NUM_Z), default_min, np.float64)
-    d_max = np.full((NUM_Z, NUM_Z), default_max, np.float64)
-    d_mean = np.full((NUM_Z, NUM_Z), default_mean, np.float64)
-    known = np.zeros((NUM_Z, NUM_Z), bool)
+    d_min = np.full((NUM_ELEMENTS, NUM_ELEMENTS), default_min, np.float64)
+    d_max = np.full((NUM_ELEMENTS, NUM_ELEMENTS), default_max, np.float64)
+    d_mean = np.full((NUM_ELEMENTS, NUM_ELEMENTS), default_mean, np.float64)
+    known = np.zeros((NUM_ELEMENTS, NUM_ELEMENTS), bool)
     for key, vmin in stats["min"].items():
         a, b = _parse_key(key)
         try:
@@ -220,7 +220,7 @@ def compare_tables(derived: Mapping, shipped: Mapping) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m hgfn_jax.rewards.bond_table [--n N] [--seed S]``: derive, compare, print a JSON report."""
+    """``python -m hgfn_jax.data.bond_stats [--n N] [--seed S]``: derive, compare, print a JSON report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500, help="structures in the sample")
     parser.add_argument("--seed", type=int, default=0)

@@ -15,8 +15,8 @@ import smact
 from pymatgen.core import Composition
 from smact.screening import smact_validity
 
+from hgfn_jax.crystal import chemistry as chem
 from hgfn_jax.crystal.types import Crystal
-from hgfn_jax.rewards import composition as comp
 
 SYMBOLS = smact.ordered_elements(1, 103)
 MAX_TOTAL = 80  # 5 elements x 16
@@ -24,7 +24,7 @@ MAX_TOTAL = 80  # 5 elements x 16
 
 @pytest.fixture(scope="module")
 def tables():
-    return comp.smact_tables()
+    return chem.smact_tables()
 
 
 def _reference(d: dict[int, int], **kw) -> bool:
@@ -52,7 +52,7 @@ def _run(tables, comps: list[dict[int, int]], **kw) -> tuple[np.ndarray, np.ndar
     padded = np.zeros((-(-m // CHUNK) * CHUNK, 119), np.int32)
     padded[:m] = counts
     outs = [
-        comp.smact_valid_counts_batch(jnp.asarray(padded[i : i + CHUNK]), tables, max_total=MAX_TOTAL, **kw)
+        chem.smact_valid_counts_batch(jnp.asarray(padded[i : i + CHUNK]), tables, max_total=MAX_TOTAL, **kw)
         for i in range(0, padded.shape[0], CHUNK)
     ]
     valid = np.concatenate([np.asarray(v) for v, _ in outs])[:m]
@@ -170,8 +170,8 @@ def test_crystal_interface_matches_counts(tables):
         spacegroup=jnp.zeros(b, jnp.int32),
         overflow=jnp.asarray(overflow),
     )
-    valid, over = jax.jit(jax.vmap(lambda c: comp.smact_valid_crystal(c, tables)))(crystal)
-    counts = jax.vmap(comp.element_counts)(crystal.species, crystal.mask)
+    valid, over = jax.jit(jax.vmap(lambda c: chem.smact_valid_crystal(c, tables)))(crystal)
+    counts = jax.vmap(chem.element_counts)(crystal.species, crystal.mask)
     np.testing.assert_array_equal(np.asarray(counts)[:, 1:].sum(1), mask.sum(1))
     ref = np.array([_reference(d) for d in comps])
     ref[3] = False
@@ -198,13 +198,36 @@ def test_edge_cases_and_flags(tables):
 
 
 def test_host_helper():
-    assert comp.smact_valid("NaCl") and comp.smact_valid({"Fe": 2, "O": 3}) and comp.smact_valid("Na2O2")
-    assert not comp.smact_valid("NaCl2")  # Na +1 and Cl -1 only in a 1:1 ratio (one state per element)
-    assert not comp.smact_valid("CsF3")  # Cs is +1 only
-    assert comp.smact_valid("CuZn")  # all-metal alloy fast path
-    assert comp.smact_valid("He") and not comp.smact_valid("HeO")  # single element; He has no states
-    assert not comp.smact_valid({}) and not comp.smact_valid("NaRf")
-    assert comp.smact_valid("NaCl", oxidation_states_set="icsd24")  # other SMACT sets pass through
-    np.testing.assert_array_equal(comp.counts_from_mapping("Fe2O3")[[26, 8]], [2, 3])
+    assert chem.smact_valid("NaCl") and chem.smact_valid({"Fe": 2, "O": 3}) and chem.smact_valid("Na2O2")
+    assert not chem.smact_valid("NaCl2")  # Na +1 and Cl -1 only in a 1:1 ratio (one state per element)
+    assert not chem.smact_valid("CsF3")  # Cs is +1 only
+    assert chem.smact_valid("CuZn")  # all-metal alloy fast path
+    assert chem.smact_valid("He") and not chem.smact_valid("HeO")  # single element; He has no states
+    assert not chem.smact_valid({}) and not chem.smact_valid("NaRf")
+    assert chem.smact_valid("NaCl", oxidation_states_set="icsd24")  # other SMACT sets pass through
+    np.testing.assert_array_equal(chem.counts_from_mapping("Fe2O3")[[26, 8]], [2, 3])
     with pytest.raises(ValueError, match="non-integer"):
-        comp.counts_from_mapping({"Fe": 1.5})
+        chem.counts_from_mapping({"Fe": 1.5})
+
+
+def test_oxidation_states_are_smacts_own_lists():
+    """The one loader returns SMACT's public per-element lists (``Element.oxidation_states_<set>``), sorted."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, attr in (("smact14", "oxidation_states_smact14"), ("icsd24", "oxidation_states_icsd24")):
+            got = chem.oxidation_states(SYMBOLS, name)
+            want = [tuple(sorted(getattr(smact.Element(s), attr) or ())) for s in SYMBOLS]
+            assert got == want, name
+    assert chem.oxidation_states(["Og"], "smact14") == [()]  # no SMACT data: empty, no error
+    with pytest.raises(ValueError, match="unknown oxidation-state set"):
+        chem.oxidation_states(["Fe"], "nonsense")
+
+
+def test_tables_follow_the_loader():
+    """``smact_tables`` holds exactly the loader's states for every Z (padding row 0 empty)."""
+    tables = chem.smact_tables("smact14")
+    states, mask = np.asarray(tables.ox_states), np.asarray(tables.ox_mask)
+    assert not mask[0].any()
+    for z, ox in enumerate(chem.oxidation_states(SYMBOLS, "smact14"), start=1):
+        assert tuple(states[z][mask[z]].tolist()) == ox
+    assert np.asarray(tables.is_metal)[1:104].tolist() == [s in smact.metals for s in SYMBOLS]
