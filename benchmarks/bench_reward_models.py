@@ -25,7 +25,7 @@ from pymatgen.core import Structure
 from benchmarks.common import record, time_jax, write_results
 from hgfn_jax import paths
 from hgfn_jax.crystal.convert import from_structure, stack
-from hgfn_jax.rewards.callback import make_property_fn
+from hgfn_jax.models.host_bridge import make_property_fn
 
 MODELS = ("M3GNet-MP-2018.6.1-Eform", "MEGNet-MP-2018.6.1-Eform", "MEGNet-MP-2019.4.1-BandGap-mfi")
 N_PAD = 40

@@ -2,7 +2,7 @@
 
 Acceptance check of issue 13 (part 1): on ``--n`` random data-set crystals with <= 40 sites (seed 0), the JAX
 formation energy of :mod:`hgfn_jax.models.megnet` / :mod:`hgfn_jax.models.m3gnet` against the fixed host
-model (``hgfn_jax.rewards.energy_models``: matgl 4.1.2 + ``matgl_fix``), and structures per second of
+model (``hgfn_jax.models.matgl``: matgl 4.1.2 + ``matgl_fix``), and structures per second of
 ``jax.jit(jax.vmap(energy))`` for cells padded to 8 / 20 / 40 sites (each crystal goes to the smallest bucket that
 holds it; the compile of each bucket is timed apart), with the host model timed on the same structures.
 
@@ -33,7 +33,7 @@ from hgfn_jax.crystal.types import Crystal
 from hgfn_jax.data import mp
 from hgfn_jax.models import m3gnet, megnet
 from hgfn_jax.models.graph import radius_graph
-from hgfn_jax.rewards.energy_models import get_property_model
+from hgfn_jax.models.matgl import get_property_model
 
 MODELS = {"megnet": megnet, "m3gnet": m3gnet}
 BUCKETS = (8, 20, 40)

@@ -6,6 +6,6 @@
 - :mod:`hgfn_jax.models.graph`: matgl's radius graph on a padded crystal (fixed capacity, overflow flag).
 - :mod:`hgfn_jax.models.convert`: checkpoint -> numpy arrays, converted once and cached (fingerprint-guarded).
 
-The host-side torch models (:mod:`hgfn_jax.rewards.energy_models`) stay the reference; tests in
+The host-side torch models (:mod:`hgfn_jax.models.matgl`) stay the reference; tests in
 ``tests/models`` compare the two on data-set crystals.
 """

@@ -1,7 +1,7 @@
 """matgl checkpoints -> numpy arrays for the JAX energy models, converted once and cached.
 
 The checkpoint folders (``hgfn_jax.paths.model_dir()``, default ``../shared/models``) are read with
-:func:`hgfn_jax.rewards.matgl_fix.read_checkpoint` (strict loading, key renames), and the weights must carry the
+:func:`hgfn_jax.models.matgl_fix.read_checkpoint` (strict loading, key renames), and the weights must carry the
 content fingerprint recorded in ``matgl_fix.CHECKPOINTS`` (the semantics the JAX models reproduce were checked
 on exactly those weights); ``matgl_fix.check_matgl_compatibility`` runs as well. Either guard failing raises
 ``MatglCompatibilityError`` (``HGFN_MATGL_SKIP_CHECKS=1``: warn only), as on the host.
@@ -63,7 +63,7 @@ def cache_file(name: str, folder: Path) -> Path:
 
 
 def _check_fingerprint(name: str, fingerprint: str, where: Path) -> None:
-    from hgfn_jax.rewards import matgl_fix  # imports torch and matgl: only when a guard must run
+    from hgfn_jax.models import matgl_fix  # imports torch and matgl: only when a guard must run
 
     expected = matgl_fix.CHECKPOINTS[name].weights_sha256
     if fingerprint != expected:
@@ -74,7 +74,7 @@ def _check_fingerprint(name: str, fingerprint: str, where: Path) -> None:
 
 
 def _convert(name: str, folder: Path) -> dict[str, np.ndarray]:
-    from hgfn_jax.rewards import matgl_fix
+    from hgfn_jax.models import matgl_fix
 
     matgl_fix.check_matgl_compatibility()
     model, fingerprint = matgl_fix.read_checkpoint(folder)

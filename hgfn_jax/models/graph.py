@@ -7,7 +7,7 @@ atom ``i`` (ascending distance; :func:`hgfn_jax.crystal.geometry.neighbor_list`)
 edges leaving ``i`` (``i -> nbr[i, k]``) and, by symmetry, the set of edges arriving at ``i``
 (``nbr[i, k] -> i``, same length). Each model reads the rows the way that keeps its updates local:
 MEGNet (node update = mean over the edges ARRIVING at an atom, as the checkpoints were trained: matgl <= 2.0.x,
-``hgfn_jax.rewards.matgl_fix`` fix 1) holds edge ``src -> i`` in row ``i`` and needs no scatter; M3GNet (three-body
+``hgfn_jax.models.matgl_fix`` fix 1) holds edge ``src -> i`` in row ``i`` and needs no scatter; M3GNet (three-body
 terms over the bonds LEAVING an atom) holds bond ``i -> j`` in row ``i`` and scatter-adds the node messages.
 
 ``vec[i, k]`` is the Cartesian vector from atom ``i`` to the neighbour image: matgl's bond vector

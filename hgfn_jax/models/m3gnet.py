@@ -1,6 +1,6 @@
 """M3GNet-MP-2018.6.1-Eform in JAX on matgl's weights: formation energy per atom inside a jitted program.
 
-Reproduces the fixed host model (``hgfn_jax.rewards.energy_models``: matgl 4.1.2 with ``matgl_fix`` fixes 1 and
+Reproduces the fixed host model (``hgfn_jax.models.matgl``: matgl 4.1.2 with ``matgl_fix`` fixes 1 and
 2, destination aggregation and the checkpoint's own-bond three-body term) on one padded Crystal.
 Architecture (matgl ``M3GNet``, init args of the checkpoint's ``model.json``, checked on load):
 

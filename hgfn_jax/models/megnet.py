@@ -1,7 +1,7 @@
 """MEGNet-MP-2018.6.1-Eform in JAX on matgl's weights: formation energy per atom inside a jitted program.
 
-Reproduces the fixed host model (``hgfn_jax.rewards.energy_models``, i.e. matgl 4.1.2 with the destination
-aggregation of ``hgfn_jax.rewards.matgl_fix``, fix 1) on one padded :class:`~hgfn_jax.crystal.types.Crystal`.
+Reproduces the fixed host model (``hgfn_jax.models.matgl``, i.e. matgl 4.1.2 with the destination
+aggregation of ``hgfn_jax.models.matgl_fix``, fix 1) on one padded :class:`~hgfn_jax.crystal.types.Crystal`.
 Architecture (matgl ``MEGNet``, init args in the checkpoint's ``model.json``, checked on load):
 
 - graph: every directed pair within 4 A (:func:`hgfn_jax.models.graph.radius_graph`, ``K`` incoming edges

@@ -12,7 +12,7 @@ def evaluate(module, cases) -> dict:
 
     from hgfn_jax.crystal.convert import stack
     from hgfn_jax.models.graph import radius_graph
-    from hgfn_jax.rewards.energy_models import get_property_model
+    from hgfn_jax.models.matgl import get_property_model
 
     structures, crystals, labels, expect = cases
     params = module.load_params()

@@ -1,6 +1,6 @@
 """The JAX MEGNet Eform equals the fixed host-side matgl model; it never reports a number for a graph it got wrong.
 
-Reference: ``hgfn_jax.rewards.energy_models`` (matgl 4.1.2 + ``matgl_fix``), evaluated on the pymatgen structures
+Reference: ``hgfn_jax.models.matgl`` (matgl 4.1.2 + ``matgl_fix``), evaluated on the pymatgen structures
 parsed from the CIFs, while the JAX model reads the padded arrays of the data-set cache (lattice parameters in
 the project's orientation): the comparison also covers rotation and padding. One batched compile for all cases
 (see ``energy_model_cases.py``).
@@ -36,7 +36,7 @@ def test_megnet_jax_packed_batch_equals_per_crystal(results):
 
 def test_jax_weights_cache_is_guarded(tmp_path, monkeypatch, model_dir):
     """A cached conversion whose fingerprint is not the validated one is refused like the host checkpoint."""
-    from hgfn_jax.rewards.matgl_fix import MatglCompatibilityError
+    from hgfn_jax.models.matgl_fix import MatglCompatibilityError
 
     arrays = convert.checkpoint_arrays(megnet.NAME)
     monkeypatch.setenv("HGFN_CACHE_DIR", str(tmp_path))

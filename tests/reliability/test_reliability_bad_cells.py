@@ -13,7 +13,7 @@ import numpy as np
 from pymatgen.core import Lattice, Structure
 
 from hgfn_jax.crystal.convert import from_structure, stack
-from hgfn_jax.rewards.callback import REASONS, make_property_fn
+from hgfn_jax.models.host_bridge import REASONS, make_property_fn
 
 MEGNET = "MEGNet-MP-2018.6.1-Eform"
 N_PAD = 8

@@ -46,7 +46,7 @@ def test_crystal_gfn_names_max_atoms_below_every_smallest_orbit():
 
 
 def test_missing_model_folder_is_refused_without_a_hub_lookup(tmp_path, monkeypatch):
-    from hgfn_jax.rewards.callback import make_property_fn  # torch/pymatgen imports are not the refusal's time
+    from hgfn_jax.models.host_bridge import make_property_fn  # torch/pymatgen imports are not the refusal's time
 
     with _Clock(), pytest.raises(paths.MissingResourceError, match=r"no folder .*nowhere.*model_dir"):
         make_property_fn(M3GNET, model_dir=tmp_path / "nowhere")

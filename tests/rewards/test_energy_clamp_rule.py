@@ -6,8 +6,8 @@ import inspect
 import jax.numpy as jnp
 import pytest
 
+from hgfn_jax.models.host_bridge import PropertyBridge, make_property_fn
 from hgfn_jax.rewards import composite
-from hgfn_jax.rewards.callback import PropertyBridge, make_property_fn
 
 
 def _bridge_with_clamp(clamp):

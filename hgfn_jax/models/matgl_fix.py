@@ -38,7 +38,7 @@ Guards (fail loudly if matgl changes again):
 
 Any failed guard raises :class:`MatglCompatibilityError` naming what differs. Experts who have checked the new
 matgl by hand can set ``HGFN_MATGL_SKIP_CHECKS=1``: failed guards then only warn. The accuracy tests in
-``tests/rewards/test_matgl_models.py`` (MAE against DFT on real structures, LiFePO4 reference values) are the
+``tests/models/test_matgl_models.py`` (MAE against DFT on real structures, LiFePO4 reference values) are the
 final check either way.
 """
 
@@ -64,7 +64,7 @@ try:
     from matgl.utils.maths import scatter_add, scatter_mean, scatter_sum
 except ImportError as _exc:  # a re-organised matgl: say so clearly instead of a bare ImportError
     raise ImportError(
-        f"hgfn_jax.rewards.matgl_fix: cannot import the matgl internals it fixes ({_exc}); written for "
+        f"hgfn_jax.models.matgl_fix: cannot import the matgl internals it fixes ({_exc}); written for "
         "matgl 4.1.2 (see ../shared/models/README.md)"
     ) from _exc
 
@@ -140,7 +140,7 @@ def _fail(message: str) -> None:
         )
         return
     raise MatglCompatibilityError(
-        f"{message}. The fixes in hgfn_jax/rewards/matgl_fix.py were written for matgl "
+        f"{message}. The fixes in hgfn_jax/models/matgl_fix.py were written for matgl "
         f"{sorted(SUPPORTED_MATGL_VERSIONS)}; check the new matgl against ../shared/models/README.md and the "
         f"accuracy tests, then update the module, or set {SKIP_CHECKS_ENV}=1 to continue at your own risk."
     )

@@ -16,8 +16,8 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from hgfn_jax import paths
-from hgfn_jax.rewards import matgl_fix
-from hgfn_jax.rewards.energy_models import get_property_model, load_model
+from hgfn_jax.models import matgl_fix
+from hgfn_jax.models.matgl import get_property_model, load_model
 
 M3GNET = "M3GNet-MP-2018.6.1-Eform"
 MEGNET = "MEGNet-MP-2018.6.1-Eform"
@@ -91,7 +91,7 @@ def test_band_gap_model(sample, model_dir):
     metals = (gap == 0)[ok]
     # Measured on this sample: MAE 0.628 eV (median 0.076; 63 metals 0.222, non-metals 1.076); stock 0.847.
     # Worse than the checkpoint's stated validation MAE (0.31 eV): it badly underestimates some insulators
-    # (e.g. MgO 0.41 eV, Na2GeO3 ~0 eV at PBE fidelity), see the energy_models docstring.
+    # (e.g. MgO 0.41 eV, Na2GeO3 ~0 eV at PBE fidelity), see the hgfn_jax.models.matgl docstring.
     assert ok.sum() >= N_SAMPLE - 2
     assert err.mean() <= 0.75, f"band gap MAE {err.mean():.3f} eV"
     assert err[metals].mean() <= 0.3

@@ -29,7 +29,7 @@ Invalid structures never raise (a training step must not crash). Reasons, checke
                          gigabytes to terabytes; screened before any graph is built
 ``conversion_error``     ``hgfn_jax.crystal.convert.to_structure`` refused it for another reason
 ``overlapping_atoms``    two sites (periodic images included) closer than ``min_distance`` (A)
-model reasons            see ``hgfn_jax.rewards.energy_models.REASONS`` (unsupported element, no bonds, ...)
+model reasons            see ``hgfn_jax.models.matgl.REASONS`` (unsupported element, no bonds, ...)
 ``internal_error``       anything unexpected on the host while checking or evaluating ONE structure (logged)
 =======================  =====================================================================================
 
@@ -54,8 +54,8 @@ import numpy as np
 from hgfn_jax.crystal.convert import to_structure
 from hgfn_jax.crystal.lattice import check_lattice
 from hgfn_jax.crystal.types import Crystal
-from hgfn_jax.rewards.energy_models import REASONS as MODEL_REASONS
-from hgfn_jax.rewards.energy_models import get_property_model
+from hgfn_jax.models.matgl import REASONS as MODEL_REASONS
+from hgfn_jax.models.matgl import get_property_model
 
 logger = logging.getLogger(__name__)
 
@@ -319,7 +319,7 @@ def make_property_fn(
 ) -> PropertyBridge:
     """The bridge ``fn(crystal) -> (value [] float32, valid [] bool)``; ``fn.stats()`` gives the counters.
 
-    ``model_name``: a key of ``hgfn_jax.rewards.energy_models.MODEL_SPECS``. ``invalid_value`` defaults to
+    ``model_name``: a key of ``hgfn_jax.models.matgl.MODEL_SPECS``. ``invalid_value`` defaults to
     ``clamp[1]``. ``fidelity`` selects the band-gap fidelity (0 = PBE). See the module docstring.
     """
     return PropertyBridge(

@@ -12,7 +12,7 @@ name                              predicts                                    un
 ``M3GNet-MP-2021.2.8-PES``        potential energy per atom (+ forces)        eV/atom   per structure
 ================================  ==========================================  ========  ======================
 
-All are loaded through :mod:`hgfn_jax.rewards.matgl_fix` (stock matgl 4.1.2 gives wrong numbers for these
+All are loaded through :mod:`hgfn_jax.models.matgl_fix` (stock matgl 4.1.2 gives wrong numbers for these
 checkpoints; see there). A models folder that is set (``model_dir``, ``HGFN_MODEL_DIR``, or the default
 ``../shared/models`` existing) but lacks the model is an immediate error (:func:`hgfn_jax.paths.model_folder`), never
 a hub lookup. Only with no local models folder at all is the checkpoint fetched by name through matgl's resolver
@@ -20,7 +20,7 @@ a hub lookup. Only with no local models folder at all is the checkpoint fetched 
 weights fingerprint check.
 
 Accuracy against the DFT labels of the CGCNN data set (120 random cells with <= 40 sites, seed 0; see
-``tests/rewards/test_matgl_models.py``): M3GNet Eform MAE 0.018 eV/atom, MEGNet Eform 0.018 eV/atom, band gap
+``tests/models/test_matgl_models.py``): M3GNet Eform MAE 0.018 eV/atom, MEGNet Eform 0.018 eV/atom, band gap
 (PBE fidelity) 0.63 eV. The band-gap checkpoint is clearly less reliable than its stated 0.31 eV validation
 MAE: metals 0.22 eV, but it badly underestimates some insulators (MgO 0.41 eV against ~4.5 eV DFT, Na2GeO3
 ~0 eV against 3.0 eV) while CsCl (4.83 eV against 5.0-5.5 eV) is fine. matgl_fix improves it (stock: 0.85
@@ -47,7 +47,7 @@ import torch
 from pymatgen.core import Structure
 
 from hgfn_jax import paths
-from hgfn_jax.rewards import matgl_fix
+from hgfn_jax.models import matgl_fix
 
 logger = logging.getLogger(__name__)
 

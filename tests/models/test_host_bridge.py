@@ -13,8 +13,8 @@ from pymatgen.core import Lattice, Structure
 
 from hgfn_jax.crystal.convert import from_structure, stack
 from hgfn_jax.crystal.types import Crystal
-from hgfn_jax.rewards.callback import REASONS, make_property_fn
-from hgfn_jax.rewards.energy_models import get_property_model
+from hgfn_jax.models.host_bridge import REASONS, make_property_fn
+from hgfn_jax.models.matgl import get_property_model
 
 MEGNET = "MEGNet-MP-2018.6.1-Eform"
 M3GNET = "M3GNet-MP-2018.6.1-Eform"
