@@ -6,9 +6,11 @@ Conventions:
 - ``matrix``: [3, 3] with the lattice vectors as ROWS (Cartesian Angstrom), oriented exactly as pymatgen's
   ``Lattice.from_parameters(a, b, c, alpha, beta, gamma)`` (default, non-VESTA): c along z, a in the xz plane.
   Cartesian coordinates of fractional ``f`` [3] are ``f @ matrix``.
-- Every function works on ONE lattice; batch with ``jax.vmap``. Float32 in, float32 out.
-- Nothing here raises inside jit: degenerate input is reported by :func:`is_degenerate`; the host-side
-  :func:`check_lattice` raises a ``ValueError`` naming the problem.
+- Every function works on ONE lattice (batch with ``jax.vmap``), except ``cell_volume_factor``, ``valid_cell``
+  and ``rhombohedral_to_hexagonal``, which take any leading batch shape. Float32 in, float32 out.
+- Nothing here raises inside jit: the one cell-validity rule is :func:`valid_cell` (:func:`is_degenerate` is its
+  negation at the default tolerance); the host-side :func:`check_lattice` raises a ``ValueError`` naming the
+  problem.
 """
 
 from __future__ import annotations
@@ -114,17 +116,48 @@ def volume_per_atom(crystal: Crystal) -> jnp.ndarray:
     return jnp.where(n > 0, volume(crystal.lattice) / jnp.maximum(n, 1.0), 0.0)
 
 
+def cell_volume_factor(params: jnp.ndarray) -> jnp.ndarray:
+    """[...] (V / abc)^2 by the direct expression ``1 - cos^2 alpha - cos^2 beta - cos^2 gamma + 2 cos alpha
+    cos beta cos gamma`` of ``[..., 6]`` parameters (batched over leading axes; > 0 for a real cell).
+
+    Float32 loses about 1e-7 absolutely to cancellation for nearly flat cells; ``_normalized_volume_sq`` is the
+    cancellation-free form. Kept because the Crystal-GFN proxies were trained on (and the environment's
+    ``cell_ok`` flag is defined by) exactly this expression: see :func:`valid_cell` (``exact=False``).
+    """
+    ca, cb, cg = (jnp.cos(jnp.deg2rad(params[..., i])) for i in (3, 4, 5))
+    return 1.0 - ca * ca - cb * cb - cg * cg + 2.0 * ca * cb * cg
+
+
+def valid_cell(
+    params: jnp.ndarray, rel_volume_tol: float = DEFAULT_REL_VOLUME_TOL, exact: bool = True
+) -> jnp.ndarray:
+    """[...] bool, THE cell-validity rule, for ``[..., 6]`` parameters (batched over leading axes): all finite,
+    lengths > 0, angles inside (0, 180) degrees, and ``(V / abc)^2 > 0`` and ``>= rel_volume_tol^2``.
+
+    ``exact=True`` evaluates ``(V / abc)^2`` cancellation-free (``_normalized_volume_sq``, float32-accurate for
+    flat cells); ``exact=False`` by the direct expression :func:`cell_volume_factor`. The two differ only where
+    ``|(V / abc)^2|`` is below float32's rounding of the direct expression (about 1e-7). Callers:
+    ``is_degenerate`` (rewards: ``rel_volume_tol = 1e-3``, exact), the proxies' input check and the Crystal-GFN
+    ``cell_ok`` flag (``rel_volume_tol = 0``, ``exact=False``: their historical rule, kept bit for bit).
+    """
+    params = jnp.asarray(params, jnp.float32)
+    finite = jnp.all(jnp.isfinite(params), axis=-1)
+    lengths_ok = jnp.all(params[..., :3] > 0.0, axis=-1)
+    angles_ok = jnp.all((params[..., 3:] > 0.0) & (params[..., 3:] < 180.0), axis=-1)
+    if exact:
+        nv2 = jnp.vectorize(_normalized_volume_sq, signature="(6)->()")(params)
+    else:
+        nv2 = cell_volume_factor(params)
+    tol2 = float(rel_volume_tol) * float(rel_volume_tol)
+    return finite & lengths_ok & angles_ok & (nv2 > 0.0) & (nv2 >= tol2)  # False for NaN nv2 too
+
+
 def is_degenerate(params: jnp.ndarray, rel_volume_tol: float = DEFAULT_REL_VOLUME_TOL) -> jnp.ndarray:
     """[] bool: the lattice is unusable — NaN/inf, a length <= 0, an angle outside (0, 180) degrees, an
     impossible angle triple (e.g. alpha + beta < gamma), or a nearly flat cell, V / (abc) < rel_volume_tol.
+    ``~valid_cell(params, rel_volume_tol)``.
     """
-    params = jnp.asarray(params, jnp.float32)
-    finite = jnp.all(jnp.isfinite(params))
-    lengths_ok = jnp.all(params[:3] > 0.0)
-    angles_ok = jnp.all((params[3:] > 0.0) & (params[3:] < 180.0))
-    nv2 = _normalized_volume_sq(params)
-    flat = ~(nv2 >= rel_volume_tol * rel_volume_tol)  # also True when nv2 is NaN or negative (impossible)
-    return ~(finite & lengths_ok & angles_ok) | flat
+    return ~valid_cell(params, rel_volume_tol)
 
 
 def check_lattice(params, rel_volume_tol: float = DEFAULT_REL_VOLUME_TOL) -> np.ndarray:
