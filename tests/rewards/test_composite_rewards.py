@@ -20,7 +20,7 @@ from pymatgen.core import Lattice, Structure
 from hgfn_jax.crystal import chemistry as chem
 from hgfn_jax.crystal.types import Crystal
 from hgfn_jax.data import bond_stats as bt
-from hgfn_jax.rewards import composite
+from hgfn_jax.rewards import composite, crystal_gfn
 
 N_MAX = 20
 N_REAL = 10
@@ -209,11 +209,11 @@ def test_shaft_matches_host_reference(setup, chg_out, shaft_out):
 
 def test_crystalgfn_rewards(setup):
     crystal = setup["crystal"]
-    fe = jax.jit(jax.vmap(composite.make_crystalgfn_reward(property_fn=setup["energy_fn"])))(crystal)
-    cfg_bg = composite.CrystalGFNRewardConfig(target="band_gap")
-    bg = jax.jit(jax.vmap(composite.make_crystalgfn_reward(cfg_bg, setup["bandgap_fn"])))(crystal)
-    cfg_de = composite.CrystalGFNRewardConfig(target="density")
-    de = jax.jit(jax.vmap(composite.make_crystalgfn_reward(cfg_de)))(crystal)
+    fe = jax.jit(jax.vmap(crystal_gfn.make_crystalgfn_reward(property_fn=setup["energy_fn"])))(crystal)
+    cfg_bg = crystal_gfn.CrystalGFNRewardConfig(target="band_gap")
+    bg = jax.jit(jax.vmap(crystal_gfn.make_crystalgfn_reward(cfg_bg, setup["bandgap_fn"])))(crystal)
+    cfg_de = crystal_gfn.CrystalGFNRewardConfig(target="density")
+    de = jax.jit(jax.vmap(crystal_gfn.make_crystalgfn_reward(cfg_de)))(crystal)
     for b, (name, s) in enumerate(zip(setup["names"], setup["structures"], strict=True)):
         if name in BROKEN:
             assert fe[0][b] == -100.0 and bg[0][b] == pytest.approx(math.log(1e-8)), name
@@ -262,7 +262,7 @@ def test_config_factory_and_errors(setup):
             composite.CHGFlowNetRewardConfig(low_energy_rule="x"), setup["energy_fn"]
         )
     with pytest.raises(ValueError, match="needs property_fn"):
-        composite.make_crystalgfn_reward(composite.CrystalGFNRewardConfig(target="band_gap"))
+        crystal_gfn.make_crystalgfn_reward(crystal_gfn.CrystalGFNRewardConfig(target="band_gap"))
 
 
 def test_no_nan_under_debug_nans(setup, jitted, debug_nans):

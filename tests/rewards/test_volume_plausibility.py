@@ -17,7 +17,7 @@ from experiments.configs._crystal_gfn import DATA_SET_VOLUME_PER_ATOM
 from experiments.crystal_gfn import plausible_volume_share
 from hgfn_jax.crystal.types import Crystal
 from hgfn_jax.paths import data_dir
-from hgfn_jax.rewards.composite import CrystalGFNRewardConfig, make_crystalgfn_reward
+from hgfn_jax.rewards.crystal_gfn import CrystalGFNRewardConfig, make_crystalgfn_reward
 
 
 def test_range_is_the_data_sets():
