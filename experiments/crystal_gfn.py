@@ -59,14 +59,14 @@ def counts_z_of(crystal: Crystal) -> jnp.ndarray:
 
 
 def make_log_reward(config, env):
-    from hgfn_jax.rewards.composite import CrystalGFNRewardConfig, make_crystalgfn_reward
+    from hgfn_jax.rewards.crystal_gfn import CrystalGFNRewardConfig, make_crystalgfn_reward
 
     rc = config.reward
     proxy, property_fn = None, None
     if rc.target != "density":
-        from hgfn_jax.rewards.proxies import load_proxy
+        from experiments.proxies import load_or_train_proxy
 
-        proxy = load_proxy(rc.target, rc.proxy_variant)
+        proxy = load_or_train_proxy(rc.target, rc.proxy_variant)  # trains (and says so) on a fresh clone
 
         def property_fn(crystal):
             value = proxy.apply(counts_z_of(crystal), crystal.spacegroup, crystal.lattice)

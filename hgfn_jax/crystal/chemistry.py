@@ -80,10 +80,7 @@ _SET_ATTRIBUTE = {
 }
 
 
-# ----------------------------------------------------------------------------------------------------------
 # Host data from SMACT (the one loader)
-# ----------------------------------------------------------------------------------------------------------
-
 
 @functools.lru_cache(maxsize=8)
 def _oxidation_dict(name: str) -> dict[str, tuple[int, ...]]:
@@ -130,15 +127,11 @@ def smact_metals() -> frozenset[str]:
 
 
 def is_metal(symbols: Sequence[str]) -> np.ndarray:
-    """``[E] bool``: element is in SMACT's list of metals (used by its alloy rule)."""
-    metals = smact_metals()
-    return np.array([s in metals for s in symbols], bool)
+    """``[E] bool``: element is in SMACT's list of metals."""
+    return np.array([s in smact_metals() for s in symbols], bool)
 
 
-# ----------------------------------------------------------------------------------------------------------
 # Tables for the jit rule
-# ----------------------------------------------------------------------------------------------------------
-
 
 @functools.partial(
     jax.tree_util.register_dataclass,

@@ -1,4 +1,4 @@
-"""Crystal-GFN proxy MLPs (hgfn_jax.rewards.proxies / proxy_train): features, training, caching, safety."""
+"""Crystal-GFN proxy MLPs (hgfn_jax.models.proxy*): features, training, orbax checkpoints, load-only, safety."""
 
 from __future__ import annotations
 
@@ -10,22 +10,27 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hgfn_jax.rewards import proxies as P
-from hgfn_jax.rewards import proxy_train as T
+from hgfn_jax.crystal import lattice as L
+from hgfn_jax.crystal.elements import NUM_ELEMENTS
+from hgfn_jax.models import proxy as P
+from hgfn_jax.models import proxy_config as C
+from hgfn_jax.models import proxy_data as D
+from hgfn_jax.models import proxy_features as F
+from hgfn_jax.models import proxy_train as T
 
-TINY_MODEL = P.ProxyModelConfig(
+TINY_MODEL = C.ProxyModelConfig(
     properties_proj_size=16, z_emb_size=16, period_emb_size=4, group_emb_size=4, comp_hidden=32,
     comp_layers=1, sg_emb_size=8, lat_hidden_channels=16, lat_num_layers=1, hidden_channels=64, num_layers=2,
 )  # fmt: skip
 
 
-def tiny_config(target="formation_energy", epochs=12, **train_kw) -> P.ProxyConfig:
+def tiny_config(target="formation_energy", epochs=12, **train_kw) -> C.ProxyConfig:
     model = dataclasses.replace(TINY_MODEL, nonneg=target == "band_gap")
-    train = P.ProxyTrainConfig(epochs=epochs, batch_size=64, lr=3e-3, warmup_epochs=1, **train_kw)
-    return P.ProxyConfig(target=target, model=model, train=train, name="tiny")
+    train = C.ProxyTrainConfig(epochs=epochs, batch_size=64, lr=3e-3, warmup_epochs=1, **train_kw)
+    return C.ProxyConfig(target=target, model=model, train=train, name="tiny")
 
 
-def synthetic_data(n: int, seed: int) -> T.ProxyData:
+def synthetic_data(n: int, seed: int) -> D.ProxyData:
     """Random compositions / cells whose label is a fixed function of composition, space group and density.
 
     Label = sum_z x_z w_z (hidden per-element weights) + 0.3 for hexagonal-or-higher space groups
@@ -33,8 +38,8 @@ def synthetic_data(n: int, seed: int) -> T.ProxyData:
     """
     r = np.random.default_rng(seed)
     pool = np.array([3, 8, 9, 11, 12, 13, 14, 15, 16, 17, 19, 20, 22, 25, 26, 27, 28, 29, 30, 34])
-    w = np.random.default_rng(123).normal(0.0, 1.0, P.NUM_Z)
-    counts = np.zeros((n, P.NUM_Z), np.float32)
+    w = np.random.default_rng(123).normal(0.0, 1.0, NUM_ELEMENTS)
+    counts = np.zeros((n, NUM_ELEMENTS), np.float32)
     sg = r.choice([1, 2, 12, 62, 139, 166, 194, 221, 225, 227], n).astype(np.int32)
     for i in range(n):
         k = r.integers(1, 5)
@@ -44,7 +49,7 @@ def synthetic_data(n: int, seed: int) -> T.ProxyData:
     lengths = ((nat * vpa) ** (1 / 3))[:, None] * r.uniform(0.8, 1.2, (n, 3))
     lattice = np.concatenate([lengths, r.uniform(80.0, 100.0, (n, 3))], 1).astype(np.float32)
     y = (counts / nat[:, None]) @ w + 0.3 * (sg >= 166) + 0.5 * np.log(vpa / 17.0) + r.normal(0, 0.02, n)
-    return T.ProxyData(counts, sg, lattice, y.astype(np.float32), np.maximum(y, 0.0).astype(np.float32))
+    return D.ProxyData(counts, sg, lattice, y.astype(np.float32), np.maximum(y, 0.0).astype(np.float32))
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +77,7 @@ def proxy(trained_tiny):
 
 
 def _example_inputs():
-    counts = np.zeros((3, P.NUM_Z), np.float32)
+    counts = np.zeros((3, NUM_ELEMENTS), np.float32)
     counts[0, [11, 17]] = 4  # NaCl, conventional rock-salt cell
     counts[1, [26, 8]] = [12, 18]  # Fe2O3 (hexagonal corundum cell)
     counts[2, 14] = 8  # Si diamond
@@ -89,28 +94,28 @@ def _example_inputs():
 
 
 def test_element_property_table_is_standardised_and_ordered():
-    table = P.element_property_table()
-    assert table.shape == (P.NUM_Z, len(P.ELEMENT_PROPERTIES))
+    table = F.element_property_table()
+    assert table.shape == (NUM_ELEMENTS, len(F.ELEMENT_PROPERTIES))
     assert np.all(np.isfinite(table)) and np.all(table[0] == 0)
-    chi = table[:, P.ELEMENT_PROPERTIES.index("electronegativity")]
+    chi = table[:, F.ELEMENT_PROPERTIES.index("electronegativity")]
     # Pauling scale: F (9) > O (8) > Cl (17) > C (6) > Na (11) > Cs (55)
     assert chi[9] > chi[8] > chi[17] > chi[6] > chi[11] > chi[55]
-    ie = table[:, P.ELEMENT_PROPERTIES.index("first_ionization_energy")]
+    ie = table[:, F.ELEMENT_PROPERTIES.index("first_ionization_energy")]
     assert ie[2] == ie[1:].max()  # helium has the highest first ionisation energy
 
 
 def test_cell_volume_matches_determinant():
     r = np.random.default_rng(0)
     lat = np.concatenate([r.uniform(2, 12, (50, 3)), r.uniform(60, 120, (50, 3))], 1)
-    det = np.abs(np.linalg.det(T.lattice_matrix(lat)))
-    np.testing.assert_allclose(np.asarray(jax.jit(P.cell_volume)(lat.astype(np.float32))), det, rtol=1e-4)
-    back = np.stack([T.matrix_to_params(m) for m in T.lattice_matrix(lat)])
+    det = np.abs(np.linalg.det(D.lattice_matrix(lat)))
+    np.testing.assert_allclose(np.asarray(jax.jit(F.cell_volume)(lat.astype(np.float32))), det, rtol=1e-4)
+    back = np.stack([D.matrix_to_params(m) for m in D.lattice_matrix(lat)])
     np.testing.assert_allclose(back, lat, rtol=1e-6, atol=1e-6)
 
 
 def test_features_use_fractions_and_volume_per_atom():
     counts, _, lattice = _example_inputs()
-    features = jax.jit(P.composition_and_lattice_features)
+    features = jax.jit(F.composition_and_lattice_features)
     frac, feats = features(counts, lattice)
     frac2, feats2 = features(2 * counts, lattice)
     np.testing.assert_allclose(frac, frac2, rtol=1e-6)
@@ -125,14 +130,14 @@ def test_rhombohedral_to_hexagonal_axes():
     """Obverse setting: hexagonal vectors = P @ rhombohedral vectors, P = [[1,-1,0],[0,1,-1],[1,1,1]]."""
     r = np.random.default_rng(1)
     for a_r, al in zip(r.uniform(3, 9, 5), r.uniform(40, 110, 5), strict=True):
-        m_r = T.lattice_matrix(np.array([a_r, a_r, a_r, al, al, al]))
-        hex_params = T.matrix_to_params(np.array([[1, -1, 0], [0, 1, -1], [1, 1, 1]]) @ m_r)
+        m_r = D.lattice_matrix(np.array([a_r, a_r, a_r, al, al, al]))
+        hex_params = D.matrix_to_params(np.array([[1, -1, 0], [0, 1, -1], [1, 1, 1]]) @ m_r)
         got = np.asarray(
-            jax.jit(P.rhombohedral_to_hexagonal)(np.array([a_r, a_r, a_r, al, al, al], np.float32))
+            jax.jit(L.rhombohedral_to_hexagonal)(np.array([a_r, a_r, a_r, al, al, al], np.float32))
         )
         np.testing.assert_allclose(got, hex_params, rtol=1e-5, atol=1e-4)
         np.testing.assert_allclose(
-            abs(np.linalg.det(T.lattice_matrix(got))), 3 * abs(np.linalg.det(m_r)), rtol=1e-4
+            abs(np.linalg.det(D.lattice_matrix(got))), 3 * abs(np.linalg.det(m_r)), rtol=1e-4
         )
 
 
@@ -141,7 +146,7 @@ def test_conventional_cell_of_primitive_rock_salt():
     ap = 5.01321596
     lat6 = np.array([ap, ap, ap, 60.0, 60.0, 60.0])
     frac = np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]])
-    params, counts, sg, ok = T._conventional_row((lat6, frac, np.array([56, 52]), 225, 0.1))
+    params, counts, sg, ok = D._conventional_row((lat6, frac, np.array([56, 52]), 225, 0.1))
     assert ok and sg == 225
     np.testing.assert_allclose(params, [ap * np.sqrt(2)] * 3 + [90.0] * 3, rtol=1e-5)
     assert counts[56] == 4 and counts[52] == 4 and counts.sum() == 8
@@ -152,19 +157,19 @@ def test_conventional_cell_of_primitive_rock_salt():
 
 
 def test_config_hash_and_variants():
-    fe, bg = P.default_config("formation_energy"), P.default_config("band_gap")
-    assert fe.short_hash() == P.default_config("formation_energy").short_hash()
+    fe, bg = C.default_config("formation_energy"), C.default_config("band_gap")
+    assert fe.short_hash() == C.default_config("formation_energy").short_hash()
     assert fe.short_hash() != bg.short_hash()
     assert (
         fe.short_hash() != dataclasses.replace(fe, train=dataclasses.replace(fe.train, epochs=3)).short_hash()
     )
     assert bg.model.nonneg and not fe.model.nonneg
-    assert P.default_config("band_gap", "paper").model.hidden_channels == 1856  # Table 1 of paper 001
-    assert P.ProxyConfig.from_dict(bg.to_dict()) == bg
+    assert C.default_config("band_gap", "paper").model.hidden_channels == 1856  # Table 1 of paper 001
+    assert C.ProxyConfig.from_dict(bg.to_dict()) == bg
     with pytest.raises(ValueError, match="unknown proxy target"):
-        P.default_config("density")
+        C.default_config("density")
     with pytest.raises(ValueError, match="variant"):
-        P.default_config("band_gap", "huge")
+        C.default_config("band_gap", "huge")
     with pytest.raises(ValueError, match="unknown proxy target"):
         P.load_proxy("bandgap")
 
@@ -198,8 +203,8 @@ def test_real_data_subset_beats_mean_predictor(data_dir):
     from hgfn_jax.data import mp
 
     ds = mp.load_mp(n_max=mp.MAX_SITES, limit=1500, parse_all=False)
-    data = T.build_proxy_data(ds, cell="stored")
-    tr, va, te = T.split_indices(len(data), seed=0)
+    data = D.build_proxy_data(ds, cell="stored")
+    tr, va, te = D.split_indices(len(data), seed=0)
     config = tiny_config(epochs=25)
     _, m = T.train_proxy(config, data.take(tr), data.take(va), data.take(te), verbose=False)
     assert m["val_mae"] < 0.6 * m["val_mae_mean_baseline"], m["val_mae"]
@@ -215,12 +220,14 @@ def test_save_load_roundtrip_identical(trained_tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("HGFN_CACHE_DIR", str(tmp_path))
     path = P.proxy_dir(config)
     assert str(path).startswith(str(tmp_path)) and config.short_hash() in path.name
-    with pytest.raises(FileNotFoundError, match="no trained"):
-        P.load_proxy("formation_energy", config, train_if_missing=False)
+    with pytest.raises(P.ProxyNotTrainedError, match="no trained formation_energy proxy.*train it with"):
+        P.load_proxy("formation_energy", config)  # loads only: never trains
+    assert not path.exists()
     T.save_checkpoint(path, config, variables, dict(metrics, val_mae=-1.0))
     T.save_checkpoint(path, config, variables, metrics)  # replaces the first one
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temporary folders left
-    proxy = P.load_proxy("formation_energy", config, train_if_missing=False)
+    assert (path / P.STATE_ITEM).is_dir() and (path / P.META_ITEM).is_dir()  # one orbax composite checkpoint
+    proxy = P.load_proxy("formation_energy", config)
     assert proxy.config == config and proxy.metrics["val_mae"] == metrics["val_mae"]
     model = P.ProxyModel(config.model)
     np.testing.assert_array_equal(
