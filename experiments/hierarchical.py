@@ -3,7 +3,7 @@
 The environment is ``hgfn_jax.envs.hierarchical`` (or ``envs.flat``), the policy
 ``make_hierarchical_policy`` with the configured encoder, the reward the paper's composite reward
 (``hgfn_jax.rewards.composite``) whose formation energy comes from M3GNet through the host-callback bridge
-(``hgfn_jax.rewards.callback``; failures are counted, logged as ``host/energy/*`` and penalised, never raised:
+(``hgfn_jax.models.host_bridge``; failures are counted, logged as ``host/energy/*`` and penalised, never raised:
 a refused structure gets E = +10 eV/atom, paper 000 A.3.6's value for an unusable prediction,
 while its density, bond and composition terms are kept; it does NOT get the reward floor).
 Cells that overflow ``n_max`` are invalid structures for the reward: floor value.
@@ -92,7 +92,7 @@ def make_log_reward(config):
         raise ValueError(f"reward.kind must be 'chgflownet' or 'shaft', got {rc.kind!r}")
     # before torch / matgl load (seconds): a configured models folder without this model fails here, at once
     paths.model_folder(rc.energy_model)
-    from hgfn_jax.rewards.callback import make_property_fn
+    from hgfn_jax.models.host_bridge import make_property_fn
     from hgfn_jax.rewards.composite import (
         CHGFlowNetRewardConfig,
         ShaftRewardConfig,
@@ -227,8 +227,8 @@ def quality_metrics(crystals: Crystal, terms: dict, log_r: np.ndarray, idx: np.n
 
 def make_bond_check():
     """``bond_ok(crystals) -> [B] bool``: eqs. 11-12 both satisfied (paper 000's bond-distance constraints)."""
+    from hgfn_jax.data.bond_stats import load_bond_table
     from hgfn_jax.rewards import physics
-    from hgfn_jax.rewards.bond_table import load_bond_table
 
     table = load_bond_table()
     fn = jax.jit(jax.vmap(lambda c: physics.bond_term(c, table)))
