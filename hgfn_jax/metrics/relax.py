@@ -1,7 +1,7 @@
 """Relaxation with a universal potential, and match rate / RMS displacement against the relaxed structure.
 
 Potential: matgl ``M3GNet-MP-2021.2.8-PES`` (default) or ``TensorNet-MatPES-PBE-v2025.1-PES`` where the project's
-loader knows it, loaded through :func:`hgfn_jax.rewards.energy_models.load_model` (the fixed checkpoint; stock
+loader knows it, loaded through :func:`hgfn_jax.models.matgl.load_model` (the fixed checkpoint; stock
 matgl 4.1.2 gives wrong forces). ASE FIRE on positions and cell (``FrechetCellFilter``), ``fmax`` 0.1 eV/A as
 matgl's ``Relaxer``, with a step cap and a per-structure wall-clock limit checked after every step, so one
 pathological cell cannot stall the batch. Structures are relaxed one at a time (torch, 1 thread).
@@ -66,7 +66,7 @@ class Relaxer:
                  time_limit_s: float = 60.0, relax_cell: bool = True, model_dir=None):
         from matgl.ext.ase import PESCalculator
 
-        from hgfn_jax.rewards.energy_models import configure_torch_threads, load_model
+        from hgfn_jax.models.matgl import configure_torch_threads, load_model
 
         configure_torch_threads()
         self.name = potential
@@ -136,7 +136,7 @@ class Relaxer:
 
 def formation_energies(structures: list[Structure | None], model: str = DEFAULT_EFORM) -> np.ndarray:
     """Predicted formation energy per atom (eV/atom) of each structure (NaN where none / refused)."""
-    from hgfn_jax.rewards.energy_models import get_property_model
+    from hgfn_jax.models.matgl import get_property_model
 
     out = np.full(len(structures), np.nan)
     idx = [i for i, s in enumerate(structures) if s is not None]
