@@ -70,6 +70,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--relaxer", default="m3gnet", choices=["m3gnet", "tensornet", "none"])
     ap.add_argument("--max-steps", type=int, default=300)
     ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per structure")
+    ap.add_argument("--relax-batch", type=int, default=32, help="structures in flight per relaxation batch")
     ap.add_argument("--no-fingerprints", action="store_true", help="skip CrystalNN/Magpie diversity")
     args = ap.parse_args(argv)
 
@@ -83,9 +84,10 @@ def main(argv=None) -> dict:
         from hgfn_jax.metrics.relax import Relaxer
 
         name = {"m3gnet": "M3GNet-MP-2021.2.8-PES", "tensornet": "TensorNet-MatPES-PBE-v2025.1-PES"}[args.relaxer]
-        relaxer = Relaxer(name, max_steps=args.max_steps, time_limit_s=args.time_limit)
-        notes.append(f"Relaxed with {name} (FIRE, fmax 0.1 eV/A, <= {args.max_steps} steps, "
-                     f"<= {args.time_limit:g} s per structure).")
+        relaxer = Relaxer(name, max_steps=args.max_steps, time_limit_s=args.time_limit,
+                          batch_size=args.relax_batch)
+        notes.append(f"Relaxed with {name} (FIRE + FrechetCellFilter, fmax 0.1 eV/A, <= {args.max_steps} steps, "
+                     f"<= {args.time_limit:g} s per structure, batches of {args.relax_batch}).")
     elif args.relaxer == "none":
         notes.append("No relaxation (--relaxer none): no match rate; energies are of the generated structures.")
     metrics, per = evaluate_samples(samples, relaxer=relaxer, predicted_formation_energy=pred,
