@@ -71,6 +71,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-steps", type=int, default=300)
     ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per structure")
     ap.add_argument("--relax-batch", type=int, default=32, help="structures in flight per relaxation batch")
+    ap.add_argument("--mode-threshold", type=float, default=0.0,
+                    help="log-reward at or above which a visited state is a mode (visited.jsonl)")
     ap.add_argument("--no-fingerprints", action="store_true", help="skip CrystalNN/Magpie diversity")
     args = ap.parse_args(argv)
 
@@ -92,16 +94,24 @@ def main(argv=None) -> dict:
         notes.append("No relaxation (--relaxer none): no match rate; energies are of the generated structures.")
     metrics, per = evaluate_samples(samples, relaxer=relaxer, predicted_formation_energy=pred,
                                     fingerprints=not args.no_fingerprints)
+    from hgfn_jax.metrics import cost, modes, plots
+
+    if (run_dir / "summary.json").exists() or (run_dir / "checkpoints").is_dir():
+        metrics["cost"] = cost.cost_metrics(run_dir)
+    if (run_dir / "visited.jsonl").exists():
+        curve = modes.modes_curve(modes.read_visited(run_dir / "visited.jsonl"), args.mode_threshold)
+        metrics["modes"] = {k: v.tolist() for k, v in curve.items()} | {"threshold": args.mode_threshold}
     metrics["notes"] = notes
     out = run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
+    written = plots.write_plots(out, samples, per, metrics, run_dir.name)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     cols = sorted(per)
     with (out / "per_sample.csv").open("w") as f:
         f.write("name," + ",".join(cols) + "\n")
         for i, s in enumerate(samples):
             f.write(s.name + "," + ",".join(str(per[c][i]) for c in cols) + "\n")
-    (out / "report.md").write_text(report.render(metrics, run_dir.name, notes))
+    (out / "report.md").write_text(report.render(metrics, run_dir.name, notes, written))
     print(json.dumps({k: metrics[k] for k in ("n", "timing")}, indent=2))
     print(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
     return metrics

@@ -87,7 +87,7 @@ def flatten(metrics: dict) -> dict:
     return flat
 
 
-def render(metrics: dict, run_name: str, notes: list[str]) -> str:
+def render(metrics: dict, run_name: str, notes: list[str], plots: list[str] | None = None) -> str:
     flat = flatten(metrics)
     ours = f"ours ({run_name})"
     out = [f"# Evaluation of `{run_name}`", ""]
@@ -114,4 +114,19 @@ def render(metrics: dict, run_name: str, notes: list[str]) -> str:
     out += [f"Volume per atom: {_fmt(flat.get('plausible_volume_frac'))} of the samples in 5-100 A^3/atom, "
             f"{_fmt(flat.get('dataset_range_volume_frac'))} inside the data set's 0.1-99.9 % range; median "
             f"{_fmt(flat.get('volume_per_atom_median'))} A^3/atom.", ""]
+    cost = metrics.get("cost")
+    if cost:
+        out += ["## Cost (SHAFT Table 6)", "", "| Parameters | Train s / trajectory | Sampling s / sample |",
+                "|---|---|---|", f"| {_fmt(cost.get('param_count'))} | {_fmt(cost.get('train_seconds_per_trajectory'))}"
+                f" | {_fmt(cost.get('sample_seconds_per_sample'))} |", ""]
+        if cost.get("missing"):
+            out += [f"Not recorded by this run (summary.json): {', '.join(cost['missing'])}.", ""]
+    curve = metrics.get("modes")
+    if curve:
+        out += ["## Modes vs states visited (paper 000 Fig. 3)", "",
+                f"{curve['modes'][-1]} distinct states with log-reward >= {curve['threshold']:g} after "
+                f"{curve['states_visited'][-1]} visited ({curve['distinct_states'][-1]} distinct); the curve is in "
+                "metrics.json (`modes`).", ""]
+    if plots:
+        out += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     return "\n".join(out) + "\n"
