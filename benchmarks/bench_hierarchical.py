@@ -24,9 +24,9 @@ import numpy as np
 from benchmarks.common import record, time_jax, write_results
 from hgfn_jax.envs.flat import FlatEnv
 from hgfn_jax.envs.hierarchical import HierarchicalConfig, HierarchicalEnv
-from hgfn_jax.envs.hierarchical.policy import make_hierarchical_policy
 from hgfn_jax.gflownet.env import Exploration
 from hgfn_jax.gflownet.rollout import init_states, rollout
+from hgfn_jax.policies.hierarchical import make_hierarchical_policy
 
 
 def _reference_style_trajectory(rng: np.random.Generator, cfg: HierarchicalConfig) -> int:

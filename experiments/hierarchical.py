@@ -294,8 +294,8 @@ def _plot_curves(workdir: Path):
 
 @register("hierarchical")
 def build_hierarchical(config) -> Task:
-    from hgfn_jax.envs.hierarchical.policy import make_hierarchical_policy
     from hgfn_jax.gflownet.rollout import init_states
+    from hgfn_jax.policies.hierarchical import make_hierarchical_policy
 
     env = make_env(config)
     pc = config.policy

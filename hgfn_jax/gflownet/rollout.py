@@ -19,7 +19,6 @@ in the backward pass and no per-step residuals; without differentiation the re-e
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -28,9 +27,7 @@ import numpy as np
 from flax import struct
 
 from hgfn_jax.gflownet.env import Environment, Exploration, tree_where
-
-# policy_apply(params, states [B, ...]) -> (fwd [B, fwd_dim], bwd [B, bwd_dim])
-PolicyApply = Callable[[Any, Any], tuple[jnp.ndarray, jnp.ndarray]]
+from hgfn_jax.gflownet.policy import PolicyApply
 
 
 @struct.dataclass

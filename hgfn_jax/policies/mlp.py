@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from hgfn_jax.gflownet.env import Environment
+from hgfn_jax.gflownet.policy import Policy
 
 
 class MLP(nn.Module):
@@ -24,14 +23,6 @@ class MLP(nn.Module):
             x = nn.leaky_relu(nn.Dense(width)(x))
         init = nn.initializers.zeros if self.zero_init_last else nn.initializers.lecun_normal()
         return nn.Dense(self.out_dim, kernel_init=init)(x)
-
-
-@dataclass(frozen=True)
-class Policy:
-    """``init(key, states [B]) -> params``; ``apply(params, states [B]) -> (fwd [B, fwd_dim], bwd [B, bwd_dim])``."""
-
-    init: Callable[[jax.Array, Any], Any]
-    apply: Callable[[Any, Any], tuple[jnp.ndarray, jnp.ndarray]]
 
 
 def make_mlp_policy(env: Environment, hidden: Sequence[int] = (256, 256, 256), learn_backward: bool = True) -> Policy:

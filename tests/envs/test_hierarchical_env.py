@@ -21,10 +21,11 @@ from hgfn_jax.crystal.convert import to_structure
 from hgfn_jax.crystal.orbit import DEFAULT_TOL
 from hgfn_jax.envs.flat import FlatEnv
 from hgfn_jax.envs.hierarchical import HierarchicalConfig, HierarchicalEnv
-from hgfn_jax.envs.hierarchical import distributions as dist
-from hgfn_jax.envs.hierarchical.policy import make_hierarchical_policy
+from hgfn_jax.envs.hierarchical import parameters as hp
+from hgfn_jax.gflownet import distributions as gd
 from hgfn_jax.gflownet.env import Exploration
 from hgfn_jax.gflownet.rollout import rollout
+from hgfn_jax.policies.hierarchical import make_hierarchical_policy
 from hgfn_jax.policies.mlp import make_mlp_policy
 
 ENVS = [HierarchicalEnv, FlatEnv]
@@ -66,7 +67,7 @@ VM_PARAMS = [(0.0, 1e-3), (1.0, 0.05), (-2.5, 3.0), (3.0, 60.0), (0.2, 400.0)]
 
 @pytest.mark.parametrize("m,s", TN_PARAMS)
 def test_hier_truncnorm_density_matches_scipy_and_integrates_to_one(m, s):
-    f = jax.jit(dist.truncnorm_log_prob)
+    f = jax.jit(gd.truncnorm_log_prob)
     u = np.linspace(0.0, 1.0, 101, dtype=np.float32)
     ref = stats.truncnorm(a=-m / s, b=(1 - m) / s, loc=m, scale=s).logpdf(u)
     np.testing.assert_allclose(np.asarray(f(u, m, s)), ref, rtol=2e-4, atol=2e-3)
@@ -78,7 +79,7 @@ def test_hier_truncnorm_density_matches_scipy_and_integrates_to_one(m, s):
 
 @pytest.mark.parametrize("mu,kappa", VM_PARAMS)
 def test_hier_vonmises_density_matches_scipy_and_integrates_to_one(mu, kappa):
-    f = jax.jit(dist.vonmises_u_log_prob)
+    f = jax.jit(gd.vonmises_u_log_prob)
     u = np.linspace(0.0, 1.0, 101, endpoint=False, dtype=np.float32)
     ref = stats.vonmises(kappa, loc=mu).logpdf(2 * np.pi * u - np.pi) + np.log(2 * np.pi)  # Jacobian 2 pi
     np.testing.assert_allclose(np.asarray(f(u, mu, kappa)), ref, rtol=1e-4, atol=2e-3)
@@ -104,13 +105,13 @@ def test_hier_frac_density_matches_image_sum_and_integrates_to_one(rng):
     n_grid = 48
     g1 = (np.arange(n_grid) + 0.5) / n_grid
     grid = np.stack(np.meshgrid(g1, g1, g1, indexing="ij"), -1).reshape(-1, 3).astype(np.float32)
-    v_lp = jax.jit(jax.vmap(dist.frac_log_prob, in_axes=(0, None)))
-    v_wn = jax.jit(jax.vmap(dist.wrapped_normal_log_prob, in_axes=(0, None, None)))
+    v_lp = jax.jit(jax.vmap(hp.frac_log_prob, in_axes=(0, None)))
+    v_wn = jax.jit(jax.vmap(gd.wrapped_normal_log_prob, in_axes=(0, None, None)))
     for raw in raws:
         raw = np.asarray(raw, np.float32)
-        mu, chol, w = (np.asarray(a, np.float64) for a in dist.frac_params(jnp.asarray(raw)))
+        mu, chol, w = (np.asarray(a, np.float64) for a in hp.frac_params(jnp.asarray(raw)))
         cov = chol @ chol.T
-        assert np.all(np.sqrt(np.diag(cov)) <= dist.FRAC_SCALE_MAX + 1e-6)
+        assert np.all(np.sqrt(np.diag(cov)) <= hp.FRAC_SCALE_MAX + 1e-6)
         x = np.asarray(jax.random.uniform(rng(), (200, 3)))
         ref = _wrapped_normal_reference(x.astype(float), mu, cov)
         np.testing.assert_allclose(np.exp(np.asarray(v_wn(x, mu, chol))), ref, rtol=2e-4, atol=1e-5)
@@ -118,7 +119,7 @@ def test_hier_frac_density_matches_image_sum_and_integrates_to_one(rng):
         if np.min(np.sqrt(np.diag(cov))) > 0.05:  # midpoint rule on the torus is exact to ~1e-6 here
             assert float(np.mean(np.exp(np.asarray(v_lp(grid, raw))))) == pytest.approx(1.0, abs=1e-3)
             assert float(np.mean(np.exp(np.asarray(v_wn(grid, mu, chol))))) == pytest.approx(1.0, abs=1e-3)
-    assert dist.TRUNCATION_BOUND < 2e-6
+    assert hp.TRUNCATION_BOUND < 2e-6
 
 
 @pytest.mark.parametrize("w_logit", [-30.0, 0.0, 14.0, 30.0])
@@ -128,12 +129,12 @@ def test_hier_frac_log_prob_gradient_finite_for_saturated_mixture_weight(w_logit
     raw = np.asarray([0.3, 0.9, 0.1, -1.5, -1.0, -2.0, 1.5, -0.8, 0.6, 0.0], np.float32)
     raw[9] = w_logit - 4.0
     x = np.asarray([0.61, 0.14, 0.98], np.float32)
-    mu, chol, _ = (np.asarray(a, np.float64) for a in dist.frac_params(jnp.asarray(raw)))
+    mu, chol, _ = (np.asarray(a, np.float64) for a in hp.frac_params(jnp.asarray(raw)))
     wn = _wrapped_normal_reference(x[None].astype(float), mu, chol @ chol.T)[0]
     log_w, log_1mw = -np.logaddexp(0.0, -float(w_logit)), -np.logaddexp(0.0, float(w_logit))
     ref = np.logaddexp(log_w, log_1mw + np.log(wn))
-    assert float(dist.frac_log_prob(jnp.asarray(x), jnp.asarray(raw))) == pytest.approx(ref, abs=1e-4)
-    grad = np.asarray(jax.grad(dist.frac_log_prob, argnums=1)(jnp.asarray(x), jnp.asarray(raw)))
+    assert float(hp.frac_log_prob(jnp.asarray(x), jnp.asarray(raw))) == pytest.approx(ref, abs=1e-4)
+    grad = np.asarray(jax.grad(hp.frac_log_prob, argnums=1)(jnp.asarray(x), jnp.asarray(raw)))
     assert np.all(np.isfinite(grad))
 
 
@@ -141,14 +142,14 @@ def test_hier_samplers_follow_their_densities(rng):
     n = 20_000
     for m, s in TN_PARAMS[:4]:
         u = np.asarray(
-            jax.jit(jax.vmap(dist.truncnorm_sample, in_axes=(0, None, None)))(
+            jax.jit(jax.vmap(gd.truncnorm_sample, in_axes=(0, None, None)))(
                 jax.random.split(rng(), n), m, s
             )
         )
         assert stats.kstest(u, stats.truncnorm(a=-m / s, b=(1 - m) / s, loc=m, scale=s).cdf).pvalue > 1e-3
     for mu, kappa in VM_PARAMS:
         u = np.asarray(
-            jax.jit(jax.vmap(dist.vonmises_u_sample, in_axes=(0, None, None)))(
+            jax.jit(jax.vmap(gd.vonmises_u_sample, in_axes=(0, None, None)))(
                 jax.random.split(rng(), n), jnp.float32(mu), jnp.float32(kappa)
             )
         )
@@ -157,9 +158,9 @@ def test_hier_samplers_follow_their_densities(rng):
         assert stats.kstest(centred, stats.vonmises(kappa).cdf).pvalue > 1e-3, (mu, kappa)
     # coordinates: E cos 2 pi (x_i - mu_i) = (1 - w) exp(-2 pi^2 Sigma_ii) for the wrapped-normal mixture
     raw = jnp.array([0.2, 0.7, 0.95, -1.0, 0.0, -2.0, 1.2, 0.0, 0.0, -4.5])
-    x = np.asarray(jax.jit(jax.vmap(dist.frac_sample, in_axes=(0, None)))(jax.random.split(rng(), n), raw))
+    x = np.asarray(jax.jit(jax.vmap(hp.frac_sample, in_axes=(0, None)))(jax.random.split(rng(), n), raw))
     assert np.all((x >= 0) & (x < 1))
-    mu, chol, w = (np.asarray(a, np.float64) for a in dist.frac_params(raw))
+    mu, chol, w = (np.asarray(a, np.float64) for a in hp.frac_params(raw))
     cov = chol @ chol.T
     emp = np.mean(np.cos(2 * np.pi * (x - mu)), axis=0)
     np.testing.assert_allclose(emp, (1 - w) * np.exp(-2 * np.pi**2 * np.diag(cov)), atol=0.02)
@@ -203,8 +204,8 @@ def _valid_next(prefix, e, cfg, elements):
 def _reference_atom_lattice_logp(fwd, group, action, prefix, cfg, n_groups):
     """log P_F of one atom-lattice choice from scipy densities, Table 5 free parameters, composition rule."""
     lat = np.asarray(fwd[n_groups : n_groups + 12]).reshape(6, 2)
-    m, s = (np.asarray(a, float) for a in dist.length_params(jnp.asarray(lat)))
-    mu, kappa = (np.asarray(a, float) for a in dist.angle_params(jnp.asarray(lat)))
+    m, s = (np.asarray(a, float) for a in hp.length_params(jnp.asarray(lat)))
+    mu, kappa = (np.asarray(a, float) for a in hp.angle_params(jnp.asarray(lat)))
     u = np.asarray(action["lattice_u"], float)
     lp = 0.0
     for i in np.nonzero(_free(group))[0]:
@@ -213,7 +214,7 @@ def _reference_atom_lattice_logp(fwd, group, action, prefix, cfg, n_groups):
         else:
             lp += stats.vonmises(kappa[i], loc=mu[i]).logpdf(2 * np.pi * u[i] - np.pi) + np.log(2 * np.pi)
     fr, fc, w = (
-        np.asarray(a, np.float64) for a in dist.frac_params(jnp.asarray(fwd[n_groups + 12 : n_groups + 22]))
+        np.asarray(a, np.float64) for a in hp.frac_params(jnp.asarray(fwd[n_groups + 12 : n_groups + 22]))
     )
     dens = _wrapped_normal_reference(np.asarray(action["frac"], float)[None], fr, fc @ fc.T)[0]
     lp += np.log(w + (1 - w) * dens)

@@ -218,9 +218,9 @@ def test_identity_orbits_give_the_full_graph():
 def test_hierarchical_policy_encoders():
     """Rollout with the default (orbit) GCN policy; the other encoders on its states; site_ref provenance."""
     from hgfn_jax.envs.hierarchical import HierarchicalConfig, HierarchicalEnv
-    from hgfn_jax.envs.hierarchical.policy import make_hierarchical_policy
     from hgfn_jax.gflownet.env import Exploration
     from hgfn_jax.gflownet.rollout import init_states, rollout
+    from hgfn_jax.policies.hierarchical import make_hierarchical_policy
 
     env = HierarchicalEnv(HierarchicalConfig(num_steps=2, n_max=24, spacegroups=(1, 2, 14, 62, 166, 225)))
     make = lambda enc: make_hierarchical_policy(env, encoder=enc, hidden=16, layers=2, head_hidden=(16,))  # noqa

@@ -21,7 +21,7 @@ Reference measure (the same for every group and every step). Each free lattice p
 normalised coordinate ``u in [0, 1]`` (lengths in [l_min, l_max], angles in [theta_min, theta_max]); the
 measure on a state's lattice is Lebesgue on the free coordinates of ITS group's cube (volume 1; tied / fixed
 parameters contribute nothing). Fractional coordinates: Lebesgue on the torus [0, 1)^3. Groups and elements:
-counting measure. Densities are in ``distributions.py`` (truncated Gaussian for lengths, von Mises for angles,
+counting measure. Densities are in ``parameters.py`` (truncated Gaussian for lengths, von Mises for angles,
 uniform / wrapped-normal mixture for coordinates). Terminal objects x are (group, lattice, ORDERED list of
 reference atoms); the reward sees the expanded cell.
 
@@ -63,8 +63,9 @@ from hgfn_jax.crystal import constraints as cons
 from hgfn_jax.crystal.elements import atomic_numbers
 from hgfn_jax.crystal.orbit import DEFAULT_TOL, expand_orbits_full
 from hgfn_jax.crystal.types import Crystal
-from hgfn_jax.envs.hierarchical import distributions as dist
+from hgfn_jax.envs.hierarchical import parameters as hp
 from hgfn_jax.envs.hierarchical.types import HierarchicalAction, HierarchicalState
+from hgfn_jax.gflownet import distributions as gd
 from hgfn_jax.gflownet.env import (
     Environment,
     Exploration,
@@ -106,7 +107,7 @@ class _CrystalTransitions:
     """Transition pieces shared by the hierarchical and the flat envs (pure functions of one state)."""
 
     N_LATTICE_RAW = 6 * 2
-    N_FRAC_RAW = dist.N_FRAC_RAW
+    N_FRAC_RAW = hp.N_FRAC_RAW
 
     def __init__(self, config: HierarchicalConfig):
         c = config
@@ -254,12 +255,12 @@ class _CrystalTransitions:
         """``(lattice_u [6], frac [3], element_index [])`` from the atom-lattice part of ``fwd``."""
         _, lat_raw, frac_raw, el_logits = self.split_fwd(fwd)
         k_len, k_ang, k_frac, k_el, k_mix, k_u1, k_u2 = jax.random.split(key, 7)
-        m, s = dist.length_params(lat_raw)
-        mu, kappa = dist.angle_params(lat_raw)
-        u_len = dist.truncnorm_sample(k_len, m, s)
-        u_ang = dist.vonmises_u_sample(k_ang, mu, kappa)
+        m, s = hp.length_params(lat_raw)
+        mu, kappa = hp.angle_params(lat_raw)
+        u_len = gd.truncnorm_sample(k_len, m, s)
+        u_ang = gd.vonmises_u_sample(k_ang, mu, kappa)
         u_pol = jnp.where(jnp.asarray(IS_LENGTH), u_len, u_ang)
-        frac_pol = dist.frac_sample(k_frac, frac_raw)
+        frac_pol = hp.frac_sample(k_frac, frac_raw)
         uniform = jax.random.uniform(k_mix) < explore.epsilon
         u = jnp.where(uniform, jax.random.uniform(k_u1, (6,)), u_pol)
         frac = jnp.where(uniform, jax.random.uniform(k_u2, (3,)), frac_pol)
@@ -269,15 +270,15 @@ class _CrystalTransitions:
     def atom_lattice_log_prob(self, fwd, state: HierarchicalState, group_index, action: HierarchicalAction):
         """``[]`` log density of (lattice, atom) for the chosen group (free coordinates only)."""
         _, lat_raw, frac_raw, el_logits = self.split_fwd(fwd)
-        m, s = dist.length_params(lat_raw)
-        mu, kappa = dist.angle_params(lat_raw)
+        m, s = hp.length_params(lat_raw)
+        mu, kappa = hp.angle_params(lat_raw)
         u = action.lattice_u
         lp_coord = jnp.where(
-            jnp.asarray(IS_LENGTH), dist.truncnorm_log_prob(u, m, s), dist.vonmises_u_log_prob(u, mu, kappa)
+            jnp.asarray(IS_LENGTH), gd.truncnorm_log_prob(u, m, s), gd.vonmises_u_log_prob(u, mu, kappa)
         )
         free = jnp.asarray(self.group_free)[group_index]
         lp_lat = jnp.sum(jnp.where(free, lp_coord, 0.0))
-        lp_frac = dist.frac_log_prob(action.frac, frac_raw)
+        lp_frac = hp.frac_log_prob(action.frac, frac_raw)
         lp_el = masked_log_softmax(el_logits, self.element_mask(state))[action.element_index]
         return lp_lat + lp_frac + lp_el
 

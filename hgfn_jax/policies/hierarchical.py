@@ -13,7 +13,7 @@ interpret (layout in ``env.py``):
 - backward head (when the env learns P_B over the previous group): logits over the allowed groups.
 
 The output layers are zero-initialised, so the untrained policy is uniform over groups / allowed elements and
-close to the reference measure on the continuous choices (``distributions.py``).
+close to the reference measure on the continuous choices (``envs/hierarchical/parameters.py``).
 
 Encoders (``encoder=``):
 
@@ -42,8 +42,9 @@ import jax
 import jax.numpy as jnp
 
 from hgfn_jax.crystal.types import Crystal
+from hgfn_jax.gflownet.policy import Policy
 from hgfn_jax.policies.embeddings import ElementEmbedding, LatticeMLP, SpaceGroupEmbedding
-from hgfn_jax.policies.mlp import MLP, Policy
+from hgfn_jax.policies.mlp import MLP
 
 
 class DeepSetsEncoder(nn.Module):

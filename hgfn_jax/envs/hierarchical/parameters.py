@@ -1,4 +1,5 @@
-"""Log-densities (and samplers) of the continuous choices of the hierarchical crystal GFlowNet.
+"""The continuous choices of the hierarchical crystal GFlowNet: their distributions and how raw policy outputs
+map to their parameters (the samplers and log-densities themselves are ``hgfn_jax.gflownet.distributions``).
 
 Every continuous choice is expressed on a NORMALISED coordinate with Lebesgue reference measure 1 in total,
 the same for every space group, so that forward and backward kernels of all transitions share one reference
@@ -28,14 +29,11 @@ all zeros (zero-initialised last layer) gives a near-uniform distribution (``s ~
 
 from __future__ import annotations
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import i0e, log_ndtr
 
-LOG_2PI = float(np.log(2.0 * np.pi))
+from hgfn_jax.gflownet import distributions as gd
 
 # ---- truncated normal on [0, 1] (lattice lengths) ---------------------------------------------------------
 
@@ -55,27 +53,6 @@ def length_params(raw: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     return m, s
 
 
-def _log_diff_ndtr(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
-    """Stable ``log(Phi(b) - Phi(a))`` for ``a < b`` (uses the upper tail when ``a > 0``)."""
-    upper = a > 0.0
-    hi = jnp.where(upper, log_ndtr(-a), log_ndtr(b))  # the larger CDF value
-    lo = jnp.where(upper, log_ndtr(-b), log_ndtr(a))
-    return hi + jnp.log1p(-jnp.exp(jnp.minimum(lo - hi, -1e-7)))
-
-
-def truncnorm_log_prob(u: jnp.ndarray, m: jnp.ndarray, s: jnp.ndarray) -> jnp.ndarray:
-    """Log density of N(m, s^2) truncated to [0, 1], at ``u`` (w.r.t. Lebesgue on [0, 1])."""
-    z = (u - m) / s
-    log_z = _log_diff_ndtr(-m / s, (1.0 - m) / s)
-    return -0.5 * z * z - 0.5 * LOG_2PI - jnp.log(s) - log_z
-
-
-def truncnorm_sample(key: jax.Array, m: jnp.ndarray, s: jnp.ndarray) -> jnp.ndarray:
-    """Exact sample of N(m, s^2) truncated to [0, 1] (inverse CDF, ``jax.random.truncated_normal``)."""
-    z = jax.random.truncated_normal(key, -m / s, (1.0 - m) / s, shape=jnp.shape(m))
-    return jnp.clip(m + s * z, 0.0, 1.0)
-
-
 # ---- von Mises mapped to [0, 1) (lattice angles) -----------------------------------------------------------
 
 N_ANGLE_RAW = 2  # (mu, kappa)
@@ -87,56 +64,11 @@ def angle_params(raw: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     return raw[..., 0], jnp.minimum(jax.nn.softplus(raw[..., 1] - 3.0), KAPPA_MAX)
 
 
-def vonmises_u_log_prob(u: jnp.ndarray, mu: jnp.ndarray, kappa: jnp.ndarray) -> jnp.ndarray:
-    """Log density on [0, 1) of ``u = (phi + pi) / (2 pi)``, ``phi ~ VM(mu, kappa)``:
-    ``kappa cos(2 pi u - pi - mu) - log I0(kappa)`` (the 2 pi of the Jacobian cancels the 1 / (2 pi))."""
-    phi = 2.0 * jnp.pi * u - jnp.pi
-    log_i0 = jnp.log(i0e(kappa)) + kappa
-    return kappa * (jnp.cos(phi - mu) - 1.0) + kappa - log_i0
-
-
-def vonmises_sample(key: jax.Array, kappa: jnp.ndarray) -> jnp.ndarray:
-    """Exact sample ``phi in [-pi, pi]`` of VM(0, kappa) (Best and Fisher 1979 rejection, as numpyro's
-    ``VonMises.sample``; acceptance >= 65 % for every kappa). A ``lax.while_loop`` redraws until every entry
-    of
-    ``kappa``'s shape is accepted (compiles much faster than numpyro's sampler)."""
-    kappa = jnp.maximum(kappa, 1e-6)
-    r = 1.0 + jnp.sqrt(1.0 + 4.0 * kappa * kappa)
-    rho = (r - jnp.sqrt(2.0 * r)) / (2.0 * kappa)
-    s = jnp.where(kappa > 2e-2, (1.0 + rho * rho) / (2.0 * rho), 1.0 / kappa)  # float32-stable small kappa
-
-    def body(carry):
-        k, w, done = carry
-        k, k1, k2 = jax.random.split(k, 3)
-        u = jax.random.uniform(k1, (3,) + kappa.shape, minval=-1.0, maxval=1.0)
-        z = jnp.cos(jnp.pi * u[0])
-        w_new = jnp.clip((1.0 + s * z) / (s + z), -1.0, 1.0)
-        y = kappa * (s - w_new)
-        v = jax.random.uniform(k2, kappa.shape, minval=1e-12)
-        accept = (y * (2.0 - y) >= v) | (jnp.log(jnp.maximum(y, 1e-30) / v) + 1.0 >= y)
-        phi = jnp.sign(u[2]) * jnp.arccos(w_new)
-        return k, jnp.where(done, w, phi), done | accept
-
-    init = (key, jnp.zeros_like(kappa), jnp.zeros(kappa.shape, bool))
-    _, phi, _ = jax.lax.while_loop(lambda c: ~jnp.all(c[2]), body, init)
-    return phi
-
-
-def vonmises_u_sample(key: jax.Array, mu: jnp.ndarray, kappa: jnp.ndarray) -> jnp.ndarray:
-    """Exact sample of ``u = (phi + pi) / (2 pi)``, ``phi ~ VM(mu, kappa)``, in [0, 1)."""
-    phi = vonmises_sample(key, kappa)
-    phi = jnp.mod(phi + mu + jnp.pi, 2.0 * jnp.pi) - jnp.pi  # rotate by mu, back to [-pi, pi)
-    u = (phi + jnp.pi) / (2.0 * jnp.pi)
-    return jnp.clip(u, 0.0, 1.0 - 1e-7)
-
-
-# ---- uniform / wrapped multivariate normal mixture on the torus (fractional coordinates)
-# --------------------
+# ---- uniform / wrapped multivariate normal mixture on the torus (fractional coordinates) ------------------
 
 FRAC_SCALE_MIN = 0.005
 FRAC_SCALE_MAX = 0.3
 N_FRAC_RAW = 3 + 3 + 3 + 1  # mean [3], log-scales [3], correlation [3] (lower triangle), uniform weight [1]
-_IMAGES = np.array(list(itertools.product((-1, 0, 1), repeat=3)), np.float32)  # [27, 3]
 TRUNCATION_BOUND = 6.0 * 0.5 * float(__import__("math").erfc(1.5 / FRAC_SCALE_MAX / np.sqrt(2.0)))
 
 
@@ -164,34 +96,13 @@ def frac_params(raw: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray
     return mu, chol, w
 
 
-def wrapped_normal_log_prob(x: jnp.ndarray, mu: jnp.ndarray, chol: jnp.ndarray) -> jnp.ndarray:
-    """Log density on the torus [0, 1)^3 of the wrapped N(mu, chol chol^T), image sum over {-1, 0, 1}^3
-    (integrates to ``1 - eps``, ``eps < TRUNCATION_BOUND``; module docstring). Unbatched: x, mu [3]."""
-    d = x - mu
-    d = d - jnp.round(d)  # [-1/2, 1/2]
-    pts = d[None, :] + jnp.asarray(_IMAGES)  # [27, 3]
-    y = jax.scipy.linalg.solve_triangular(chol, pts.T, lower=True)  # [3, 27]
-    log_det = jnp.sum(jnp.log(jnp.diagonal(chol)))
-    terms = -0.5 * jnp.sum(y * y, axis=0) - 1.5 * LOG_2PI - log_det
-    return jax.scipy.special.logsumexp(terms)
-
-
 def frac_log_prob(x: jnp.ndarray, raw: jnp.ndarray) -> jnp.ndarray:
     """Log density on the torus of the uniform / wrapped-normal mixture with raw parameters ``raw [10]``."""
     mu, chol, _ = frac_params(raw)
-    # log w and log(1 - w) from the logit: w = sigmoid(z) rounds to 1 in float32 for z > ~17, where log1p(-w) would
-    # be -inf and its gradient (0 * inf inside logaddexp) NaN even though the density itself is finite
-    z = raw[..., 9] + 4.0
-    return jnp.logaddexp(jax.nn.log_sigmoid(z), jax.nn.log_sigmoid(-z) + wrapped_normal_log_prob(x, mu, chol))
+    return gd.uniform_wrapped_normal_log_prob(x, mu, chol, raw[..., 9] + 4.0)
 
 
 def frac_sample(key: jax.Array, raw: jnp.ndarray) -> jnp.ndarray:
     """Exact sample ``[3]`` in [0, 1)^3 of the mixture (unbatched)."""
     mu, chol, w = frac_params(raw)
-    k_w, k_u, k_n = jax.random.split(key, 3)
-    uni = jax.random.uniform(k_u, (3,))
-    y = chol @ jax.random.normal(k_n, (3,))
-    gauss = mu + y
-    x = jnp.where(jax.random.uniform(k_w) < w, uni, gauss)
-    x = x - jnp.floor(x)
-    return jnp.where(x >= 1.0, 0.0, x)
+    return gd.uniform_wrapped_normal_sample(key, mu, chol, w)
