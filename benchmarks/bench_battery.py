@@ -21,10 +21,10 @@ EXPERIMENTS = ("chgflownet_battery", "shaft_battery", "gfn_flat_battery")
 
 def main(quick: bool = False):
     from experiments.configs import get_config
-    from experiments.registry import build_task
+    from experiments.tasks import build_task
     from hgfn_jax.gflownet.env import Exploration
     from hgfn_jax.gflownet.rollout import rollout
-    from hgfn_jax.train import make_train
+    from hgfn_jax.gflownet.train import make_train
 
     batches = (32,) if quick else (32, 128)
     records = []

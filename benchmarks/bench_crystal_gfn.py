@@ -55,8 +55,8 @@ def main(quick: bool = False) -> list[dict]:
     # Training throughput of the paper preset (10 trajectories per iteration, 3 x 256 MLPs, TB update):
     # the paper's 50,000 iterations = 500,000 trajectories.
     from experiments.configs import get_config
-    from experiments.registry import build_task
-    from hgfn_jax.train import make_train
+    from experiments.tasks import build_task
+    from hgfn_jax.gflownet.train import make_train
 
     cfg = get_config("crystal_gfn_density", "paper")  # density: exact reward, no proxy training needed
     task = build_task(cfg)

@@ -6,10 +6,10 @@ import jax
 
 from benchmarks.common import record, time_jax, write_results
 from experiments.configs import get_config
-from experiments.registry import build_task
+from experiments.tasks import build_task
 from hgfn_jax.gflownet.env import Exploration
 from hgfn_jax.gflownet.rollout import init_states, rollout
-from hgfn_jax.train import make_train
+from hgfn_jax.gflownet.train import make_train
 
 
 def main(quick: bool = False):

@@ -18,15 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.configs._crystal_gfn import DATA_SET_VOLUME_PER_ATOM
-from experiments.registry import register
 from hgfn_jax.crystal import elements as elm
 from hgfn_jax.crystal.lattice import density as crystal_density
 from hgfn_jax.crystal.lattice import volume as lattice_volume
 from hgfn_jax.crystal.types import Crystal
 from hgfn_jax.gflownet.env import Exploration
 from hgfn_jax.gflownet.rollout import rollout
+from hgfn_jax.gflownet.sampling import sample_batches
+from hgfn_jax.gflownet.train import EvalContext, Task
 from hgfn_jax.policies.mlp import make_mlp_policy
-from hgfn_jax.train import Task
 
 UNITS = {"formation_energy": "eV/atom", "band_gap": "eV", "density": "g/cm^3"}
 
@@ -165,7 +165,6 @@ def _plot(path: Path, target: str, trained: np.ndarray, untrained: np.ndarray, d
     plt.close(fig)
 
 
-@register("crystal_gfn")
 def build_crystal_gfn(config) -> Task:
     env = make_env(config)
     policy = make_mlp_policy(env, config.policy.hidden)
@@ -177,11 +176,11 @@ def build_crystal_gfn(config) -> Task:
     def sample_env(environment, params, key, n, batch):
         fn = jax.jit(lambda p, k: rollout(k, environment, policy.apply, p, batch, Exploration.make(0.0, 1.0)).final,
                      )
-        finals = [jax.device_get(fn(params, jax.random.fold_in(key, i))) for i in range(0, n, batch)]
-        return jax.tree.map(lambda *a: np.concatenate(a)[:n], *finals)
+        return sample_batches(lambda k: fn(params, k), key, n, batch).final
 
-    def evaluate(samples, log_r, terms, workdir, state, config, **_):
-        workdir = Path(workdir)
+    def evaluate(ctx: EvalContext) -> dict:
+        samples, log_r, terms, state, config = ctx.samples, ctx.log_r, ctx.terms, ctx.state, ctx.config
+        workdir = Path(ctx.workdir)
         n, batch = int(config.eval.num_samples), int(config.eval.batch_size)
         infos = jax.device_get(v_info(samples))
         prop = _property_of(terms, target)

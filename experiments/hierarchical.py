@@ -37,9 +37,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.registry import register
 from hgfn_jax.crystal.types import Crystal
-from hgfn_jax.train import Task
+from hgfn_jax.gflownet.sampling import sample_batches
+from hgfn_jax.gflownet.train import EvalContext, Task
 
 STRUCTURE_MIN_DISTANCE = 0.5  # Angstrom, paper 000 sec. 5.1 (b)
 STABLE_BELOW = 2.0  # eV/atom, paper 000 sec. 5.2 ("formation energy per atom smaller than 2 eV/atom")
@@ -292,7 +292,6 @@ def _plot_curves(workdir: Path):
     plt.close(fig)
 
 
-@register("hierarchical")
 def build_hierarchical(config) -> Task:
     from hgfn_jax.gflownet.rollout import init_states
     from hgfn_jax.policies.hierarchical import make_hierarchical_policy
@@ -305,10 +304,11 @@ def build_hierarchical(config) -> Task:
     v_reward = jax.jit(jax.vmap(log_reward))
     bond_ok = make_bond_check()
 
-    def evaluate(samples, log_r, terms, workdir, state, config, sample_fn=None, **_):
+    def evaluate(ctx: EvalContext) -> dict:
         from hgfn_jax.crystal.convert import write_cifs
 
-        workdir = Path(workdir)
+        samples, log_r, terms, config, sample_fn = ctx.samples, ctx.log_r, ctx.terms, ctx.config, ctx.sample_fn
+        workdir = Path(ctx.workdir)
         ev = config.eval
         crystals = samples.crystal
         k = min(int(ev.top_k), len(log_r))
@@ -326,13 +326,9 @@ def build_hierarchical(config) -> Task:
             key = jax.random.PRNGKey(int(config.seed) + 1)
             p0 = {"policy": jax.jit(policy.init)(key, init_states(env, 2)), "log_z": jnp.float32(0.0)}
             n, b = int(ev.num_samples), int(ev.batch_size)
-            finals, rewards = [], []
-            for i in range(0, n, b):  # reward per sampling batch, as for the trained samples: all n at once asks
-                fin = sample_fn(p0, jax.random.fold_in(key, i), b).final  # for ~40 GB at SHAFT's 384-site buffer
-                finals.append(jax.device_get(fin))
-                rewards.append(jax.device_get(v_reward(fin)))
-            s0 = jax.tree.map(lambda *a: np.concatenate(a)[:n], *finals)
-            lr0, t0 = jax.tree.map(lambda *a: np.concatenate(a)[:n], *rewards)
+            # reward per sampling batch, as for the trained samples: all n at once asks for ~40 GB at SHAFT's
+            # 384-site buffer
+            s0, lr0, t0 = sample_batches(lambda k: sample_fn(p0, k, b).final, key, n, b, log_reward=v_reward)
             top0 = np.argsort(-lr0, kind="stable")[:k]
             out["untrained_overflow"] = overflow_by_group(s0.crystal)
             out["untrained_top_k"] = quality_metrics(s0.crystal, t0, np.asarray(lr0), top0,

@@ -28,8 +28,8 @@ def _floats(s: str) -> list[float]:
 
 
 def run_sweep(cfg, seeds: list[int], lrs: list[float], lr_zs: list[float]):
-    from experiments.registry import build_task
-    from hgfn_jax.train import make_train
+    from experiments.tasks import build_task
+    from hgfn_jax.gflownet.train import make_train
 
     task = build_task(cfg)
     _, _, _, train, _ = make_train(cfg, task)

@@ -1,29 +1,34 @@
-"""Task builders, one per environment family (registered by name for ``config.builder``)."""
+"""The task builders, one per environment family: ``BUILDERS[config.builder](config) -> Task``.
+
+A plain dict (no registration by import side effect). The crystal builders import their modules inside the
+builder function, so the heavy ones (matgl, the proxies, the space-group tables) load only when their task is
+built.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.registry import register
-from hgfn_jax.policies.mlp import make_mlp_policy
-from hgfn_jax.train import Task
+from hgfn_jax.gflownet.train import EvalContext, Task
 
 
-@register("hypergrid")
 def build_hypergrid(config) -> Task:
     from hgfn_jax.envs.toy.hypergrid import HyperGrid, hypergrid_log_reward
+    from hgfn_jax.policies.mlp import make_mlp_policy
 
     env = HyperGrid(ndim=config.env.ndim, side=config.env.side)
 
     def log_reward(state):
         return hypergrid_log_reward(state.pos, env.side), {}
 
-    def evaluate(samples, log_r, workdir, **_):
+    def evaluate(ctx: EvalContext) -> dict:
         pos = env.all_terminal_positions()
         target = np.exp(np.asarray([float(hypergrid_log_reward(jnp.asarray(p), env.side)) for p in pos]))
         target /= target.sum()
-        idx = np.asarray(env.index(jnp.asarray(samples.pos)))
+        idx = np.asarray(env.index(jnp.asarray(ctx.samples.pos)))
         emp = np.bincount(idx, minlength=len(target)) / len(idx)
         tv = 0.5 * float(np.abs(emp - target).sum())
         return {"total_variation": tv}
@@ -31,5 +36,29 @@ def build_hypergrid(config) -> Task:
     return Task("hypergrid", env, make_mlp_policy(env, config.policy.hidden), log_reward, evaluate=evaluate)
 
 
-# Crystal-GFN (paper 001) and CHGFlowNet / SHAFT / the flat baseline (papers 000, 002) register on import.
-from experiments import crystal_gfn, hierarchical  # noqa: E402,F401
+def build_crystal_gfn(config) -> Task:
+    """Crystal-GFN (paper 001): ``experiments.crystal_gfn``."""
+    from experiments.crystal_gfn import build_crystal_gfn as build
+
+    return build(config)
+
+
+def build_hierarchical(config) -> Task:
+    """CHGFlowNet / SHAFT / the flat baseline (papers 000, 002): ``experiments.hierarchical``."""
+    from experiments.hierarchical import build_hierarchical as build
+
+    return build(config)
+
+
+BUILDERS: dict[str, Callable] = {
+    "hypergrid": build_hypergrid,
+    "crystal_gfn": build_crystal_gfn,
+    "hierarchical": build_hierarchical,
+}
+
+
+def build_task(config) -> Task:
+    """The task ``config.builder`` names, built from ``config``."""
+    if config.builder not in BUILDERS:
+        raise ValueError(f"unknown task builder {config.builder!r}; known: {sorted(BUILDERS)}")
+    return BUILDERS[config.builder](config)

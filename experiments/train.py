@@ -16,31 +16,54 @@ import os
 import sys
 from pathlib import Path
 
+from absl import flags
+from ml_collections import config_flags
+from ml_collections.config_flags import config_path
+
 from experiments.configs import PRESETS, available, get_config
 
 
+class _LiteralParser(flags.ArgumentParser):
+    """A Python literal (``None``, ``96``, ``(225,)``), else the string: for fields whose default is ``None``,
+    which ml_collections types as ``NoneType`` and which accept any value."""
+
+    def parse(self, argument: str):
+        try:
+            return ast.literal_eval(argument)
+        except (ValueError, SyntaxError):
+            return argument
+
+    def flag_type(self) -> str:
+        return "config_literal"
+
+
+config_flags.register_flag_parser_for_type(type(None), _LiteralParser())
+
+
 def apply_overrides(cfg, overrides: list[str]):
+    """``--set key=value`` items applied to ``cfg`` in place by ml_collections' config flags (the value parsed by
+    the field's type, e.g. ``--set train.lr=1e-3``; a value of another type is refused); an unknown field or a
+    value that does not parse raises ``ValueError`` with one line naming it."""
+    items = []
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
         try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            if p not in node or not hasattr(node[p], "keys"):
-                raise ValueError(f"unknown config field {key!r}")
-            node = node[p]
-        if leaf not in node:
-            raise ValueError(f"unknown config field {key!r}")
-        try:
-            node[leaf] = value
-        except (TypeError, ValueError) as exc:  # ml_collections refuses a value of another type
-            raise ValueError(f"--set {key}={raw}: {exc}") from None
-    return cfg
+            config_path.get_value(key, cfg)
+        except (KeyError, AttributeError, IndexError, ValueError):
+            raise ValueError(f"unknown config field {key!r}") from None
+        items.append(f"--config.{key}={raw}")
+    if not items:
+        return cfg
+    argv = ["experiments.train", *items]
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_dict("config", cfg, flag_values=fv, lock_config=False, sys_argv=argv)
+    try:
+        fv(argv)
+    except (flags.Error, TypeError, ValueError) as exc:
+        raise ValueError(" ".join(str(exc).replace("--config.", "--set ").split())) from None
+    return fv.config
 
 
 def _fail(msg: str):
@@ -70,8 +93,8 @@ def main(argv=None):
         rest += ["--no-progress"] if args.no_progress else []
         return pgcgm.main(rest)
 
+    from hgfn_jax.gflownet.train import check_resume_config
     from hgfn_jax.paths import MissingResourceError
-    from hgfn_jax.train import check_resume_config
 
     # Everything a user can get wrong is checked here, before any data, model or compilation: one line each.
     try:
@@ -83,14 +106,14 @@ def main(argv=None):
 
             shutil.rmtree(workdir)
         check_resume_config(cfg, workdir)
-        from experiments.registry import build_task
+        from experiments.tasks import build_task
 
         task = build_task(cfg)  # environment / reward settings are validated (and models loaded) here
     except (ValueError, KeyError, TypeError, MissingResourceError) as exc:
         _fail(_one_line(exc))
-    from hgfn_jax.train import train_and_evaluate
+    from hgfn_jax.gflownet.train import train_and_evaluate
 
-    out = train_and_evaluate(cfg, workdir, task=task, progress=not args.no_progress)
+    out = train_and_evaluate(cfg, task, workdir, progress=not args.no_progress)
     print(json.dumps(out["summary"], indent=2, default=str))
     print(f"run directory: {workdir.resolve()}")
 

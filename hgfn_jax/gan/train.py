@@ -1,6 +1,6 @@
 """PGCGM training: a pure jitted WGAN-GP update (``n_critic`` critic steps, one generator step) and the host loop.
 
-Conventions as in ``hgfn_jax.train`` (the GFlowNet loop): ``make_gan_train(config, data)`` returns pure
+Conventions as in ``hgfn_jax.gflownet.train`` (the GFlowNet loop): ``make_gan_train(config, data)`` returns pure
 ``init(rng) -> GANState`` and ``update(ts) -> (ts, metrics)``; ``train_gan(config, workdir, data)`` runs
 ``update`` in jitted ``lax.scan`` chunks with a tqdm bar, ``metrics.csv`` + TensorBoard, orbax checkpoints and
 exact resume (a killed run continued with the same command reaches the same parameters and the same
@@ -226,7 +226,8 @@ def train_gan(config, workdir: str | Path, data: pdata.PGCGMData, stop_after: in
     """Trains in ``workdir`` (resuming from its latest good checkpoint); returns ``{"state", "summary"}``."""
     from tqdm.auto import tqdm
 
-    from hgfn_jax.train import _config_json, _MetricsLog, check_resume_config, restore_latest_good, save_checkpoint
+    from hgfn_jax.gflownet.checkpoint import check_resume_config, config_json, restore_latest_good, save_checkpoint
+    from hgfn_jax.gflownet.metrics_log import MetricsLog
 
     workdir = Path(workdir)
     tc = config.train
@@ -241,8 +242,8 @@ def train_gan(config, workdir: str | Path, data: pdata.PGCGMData, stop_after: in
     mngr, ts, start = restore_latest_good(workdir, ts)
     if start:
         print(f"resumed {workdir} from step {start}")
-    (workdir / "config.json").write_text(_config_json(config))
-    log = _MetricsLog(workdir, start)
+    (workdir / "config.json").write_text(config_json(config))
+    log = MetricsLog(workdir, start)
     t0 = time.perf_counter()
     end = total if stop_after is None else min(total, start + stop_after)
     bar = tqdm(total=total, initial=start, desc="train pgcgm", disable=not progress, dynamic_ncols=True)

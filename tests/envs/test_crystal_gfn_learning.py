@@ -1,5 +1,5 @@
 """Correctness of learning on a reduced, enumerable Crystal-GFN: the shared training loop (rollout, trajectory
-balance, ``hgfn_jax.train.make_train``) learns to sample (space group, composition) with frequencies R(x) / Z,
+balance, ``hgfn_jax.gflownet.train.make_train``) learns to sample (space group, composition) with frequencies R(x) / Z,
 within total variation 0.05 over 20,000 samples.
 
 The synthetic reward ignores the lattice. Both groups are cubic (one free lattice parameter, normalised to
@@ -16,8 +16,8 @@ import ml_collections
 import numpy as np
 
 from hgfn_jax.envs.crystal_gfn import CrystalGFN
+from hgfn_jax.gflownet.train import Task, make_train
 from hgfn_jax.policies.mlp import make_mlp_policy
-from hgfn_jax.train import Task, make_train
 
 
 def test_tb_matches_enumerable_target():

@@ -23,8 +23,8 @@ from hgfn_jax.envs.crystal_gfn import composition_parents as cpar
 from hgfn_jax.envs.crystal_gfn import composition_subspace as comp
 from hgfn_jax.gflownet.env import Exploration
 from hgfn_jax.gflownet.rollout import rollout
+from hgfn_jax.gflownet.train import Task, make_train
 from hgfn_jax.policies.mlp import make_mlp_policy
-from hgfn_jax.train import Task, make_train
 
 
 @functools.lru_cache(maxsize=1)

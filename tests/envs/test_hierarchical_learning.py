@@ -16,8 +16,8 @@ import pytest
 
 from hgfn_jax.envs.flat import FlatEnv
 from hgfn_jax.envs.hierarchical import HierarchicalConfig, HierarchicalEnv
+from hgfn_jax.gflownet.train import Task, make_train
 from hgfn_jax.policies.mlp import make_mlp_policy
-from hgfn_jax.train import Task, make_train
 
 GROUPS = (1, 47, 221)
 CONFIG = HierarchicalConfig(

@@ -10,8 +10,8 @@ import pytest
 from pymatgen.core import Structure
 
 from experiments.configs import get_config
-from experiments.registry import build_task
-from hgfn_jax.train import train_and_evaluate
+from experiments.tasks import build_task
+from hgfn_jax.gflownet.train import train_and_evaluate
 
 
 def _small(cfg):
@@ -24,17 +24,17 @@ def test_chgflownet_battery_kill_and_resume_is_exact(tmp_path):
     # the CHGFlowNet reward needs the raw energy (E < -10 eV/atom -> +10 is the reward's rule, not a clamp)
     task = build_task(cfg)
     assert task.extras["energy_bridge"].clamp is None
-    full = train_and_evaluate(cfg, tmp_path / "full", task=task, progress=False)
+    full = train_and_evaluate(cfg, task, tmp_path / "full", progress=False)
 
-    part = train_and_evaluate(cfg, tmp_path / "killed", task=task, stop_after=2, progress=False)
+    part = train_and_evaluate(cfg, task, tmp_path / "killed", stop_after=2, progress=False)
     assert part["summary"]["finished"] is False and int(part["state"].step) == 2
-    resumed = train_and_evaluate(cfg, tmp_path / "killed", task=task, progress=False)
+    resumed = train_and_evaluate(cfg, task, tmp_path / "killed", progress=False)
     assert int(resumed["state"].step) == cfg.train.num_iterations
     leaves = zip(jax.tree.leaves(full["state"].params), jax.tree.leaves(resumed["state"].params), strict=True)
     for a, b in leaves:
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     np.testing.assert_array_equal(full["log_r"], resumed["log_r"])
-    ((_, jit_chunk, _, _),) = task.extras["_compiled"].values()
+    ((_, jit_chunk, _, _),) = task.cache.entries.values()
     assert jit_chunk._cache_size() == 1  # neither the second run nor the resumed one recompiled the step
     rows_full = (tmp_path / "full" / "metrics.csv").read_text().splitlines()
     rows_resumed = (tmp_path / "killed" / "metrics.csv").read_text().splitlines()
@@ -84,7 +84,7 @@ def test_other_battery_experiments_train_and_evaluate(exp, tmp_path):
     bridge = task.extras["energy_bridge"]
     if exp == "shaft_battery":
         assert bridge.clamp == (-10.0, 10.0)  # paper 002 sec. 10.8
-    out = train_and_evaluate(cfg, tmp_path, task=task, progress=False)
+    out = train_and_evaluate(cfg, task, tmp_path, progress=False)
     assert np.isfinite(out["log_r"]).all()
     assert out["summary"]["trained_top_k"]["n"] == 4
     assert out["summary"]["host_stats"]["energy/evaluated"] == 2 * cfg.train.batch_size + 8

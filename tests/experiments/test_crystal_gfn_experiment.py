@@ -9,9 +9,9 @@ from pymatgen.core import Composition, Lattice
 from smact.screening import smact_validity
 
 from experiments.configs import get_config
-from experiments.registry import build_task
+from experiments.tasks import build_task
 from hgfn_jax.crystal.spacegroup import host_tables
-from hgfn_jax.train import train_and_evaluate
+from hgfn_jax.gflownet.train import train_and_evaluate
 
 
 def _cell_ok(a, b, c, al, be, ga):
@@ -22,7 +22,7 @@ def _cell_ok(a, b, c, al, be, ga):
 def test_crystal_gfn_density_experiment_end_to_end(tmp_path):
     cfg = get_config("crystal_gfn_density", "test")
     task = build_task(cfg)
-    out = train_and_evaluate(cfg, tmp_path, task=task, progress=False)
+    out = train_and_evaluate(cfg, task, tmp_path, progress=False)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["iterations"] == cfg.train.num_iterations
     for name in ("metrics.csv", "samples.jsonl", "property_hist.png", "config.json"):

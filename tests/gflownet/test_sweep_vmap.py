@@ -4,9 +4,9 @@ import jax
 import numpy as np
 
 from experiments.configs import get_config
-from experiments.registry import build_task
 from experiments.sweep import run_sweep
-from hgfn_jax.train import make_train
+from experiments.tasks import build_task
+from hgfn_jax.gflownet.train import make_train
 
 
 def test_sweep_grid_point_equals_single_run():

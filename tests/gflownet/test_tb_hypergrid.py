@@ -12,8 +12,8 @@ import pytest
 from hgfn_jax.envs.toy.hypergrid import HyperGrid, hypergrid_log_reward
 from hgfn_jax.gflownet.env import Exploration
 from hgfn_jax.gflownet.rollout import rollout
+from hgfn_jax.gflownet.train import Task, make_train
 from hgfn_jax.policies.mlp import make_mlp_policy
-from hgfn_jax.train import Task, make_train
 
 
 def _config(iters=1500, batch=64):

@@ -6,8 +6,8 @@ import jax
 import numpy as np
 
 from experiments.configs import get_config
-from experiments.registry import build_task
-from hgfn_jax.train import train_and_evaluate
+from experiments.tasks import build_task
+from hgfn_jax.gflownet.train import train_and_evaluate
 
 
 def _rows(path):
@@ -18,14 +18,14 @@ def _rows(path):
 def test_kill_and_resume_is_exact(tmp_path):
     cfg = get_config("hypergrid", "test")  # 20 iterations, chunks of 5, checkpoints every 10
     task = build_task(cfg)
-    full = train_and_evaluate(cfg, tmp_path / "full", task=task, progress=False)
+    full = train_and_evaluate(cfg, task, tmp_path / "full", progress=False)
 
     part = tmp_path / "part"
     # "killed" after 13 iterations: the last checkpoint is at 10, iterations 11-13 are lost
-    first = train_and_evaluate(cfg, part, task=task, stop_after=13, progress=False)
+    first = train_and_evaluate(cfg, task, part, stop_after=13, progress=False)
     assert first["summary"]["finished"] is False
     assert len(_rows(part / "metrics.csv")) == 13
-    resumed = train_and_evaluate(cfg, part, task=task, progress=False)
+    resumed = train_and_evaluate(cfg, task, part, progress=False)
 
     leaves_a = jax.tree.leaves(full["state"].params)
     leaves_b = jax.tree.leaves(resumed["state"].params)

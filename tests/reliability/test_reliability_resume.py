@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 
 from experiments.configs import get_config
-from experiments.registry import build_task
-from hgfn_jax.train import ConfigMismatchError, _compiled, _MetricsLog, train_and_evaluate
+from experiments.tasks import build_task
+from hgfn_jax.gflownet.metrics_log import MetricsLog
+from hgfn_jax.gflownet.train import ConfigMismatchError, compiled, train_and_evaluate
 
 TOTAL = 30
 
@@ -75,14 +76,14 @@ def task():
 @pytest.fixture(scope="module")
 def uninterrupted(task, tmp_path_factory):
     run = tmp_path_factory.mktemp("full")
-    return run, train_and_evaluate(_config(), run, task=task, progress=False)
+    return run, train_and_evaluate(_config(), task, run, progress=False)
 
 
 @pytest.fixture(scope="module")
 def stopped_at_20(task, tmp_path_factory):
     """A run killed after 20 iterations (checkpoints 10 and 20 on disk)."""
     run = tmp_path_factory.mktemp("stopped")
-    out = train_and_evaluate(_config(), run, task=task, stop_after=20, progress=False)
+    out = train_and_evaluate(_config(), task, run, stop_after=20, progress=False)
     assert out["summary"]["finished"] is False
     return run
 
@@ -114,7 +115,7 @@ def test_corrupt_latest_checkpoint_resumes_from_the_previous_one(task, uninterru
     shutil.copytree(stopped_at_20, run)
     _corrupt(run / "checkpoints" / "20", how)
     capfd.readouterr()
-    resumed = train_and_evaluate(_config(), run, task=task, progress=False)
+    resumed = train_and_evaluate(_config(), task, run, progress=False)
     err = capfd.readouterr().err
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "checkpoint step 20" in warnings[0], err
@@ -130,7 +131,7 @@ def test_kill_and_resume_keeps_host_counters_exact(task, uninterrupted, stopped_
     # killed after logging iterations 11-20 but before checkpoint 20 was written: resumes from 10
     shutil.rmtree(run / "checkpoints" / "20")
     task.extras["counter"].counts["evaluated"] += 12345  # counts of another run in this process must not leak
-    resumed = train_and_evaluate(_config(), run, task=task, progress=False)
+    resumed = train_and_evaluate(_config(), task, run, progress=False)
     full_run, full = uninterrupted
     _assert_same_run(full, resumed, full_run, run)
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
@@ -146,7 +147,7 @@ def test_resume_with_another_config_is_refused_naming_the_fields(task, stopped_a
     cfg.policy.hidden = (32,)
     t0 = time.perf_counter()
     with pytest.raises(ConfigMismatchError) as exc:
-        train_and_evaluate(cfg, run, task=task, progress=False)
+        train_and_evaluate(cfg, task, run, progress=False)
     msg = str(exc.value)
     assert "\n" not in msg and "train.lr" in msg and "policy.hidden" in msg and "--fresh" in msg
     assert "seed" not in msg and "num_iterations" not in msg
@@ -166,13 +167,13 @@ def test_resume_with_another_config_is_refused_naming_the_fields(task, stopped_a
     # fields a resume may change (run length, evaluation) are accepted and recorded
     cfg = _config(num_iterations=25)
     cfg.eval.num_samples = 50
-    out = train_and_evaluate(cfg, run, task=task, stop_after=5, progress=False)
+    out = train_and_evaluate(cfg, task, run, stop_after=5, progress=False)
     assert int(out["state"].step) == 25
     assert '"num_iterations": 25' in (run / "config.json").read_text()
 
 
 def test_metrics_columns_of_keys_that_appear_late(tmp_path):
-    log = _MetricsLog(tmp_path, 0)
+    log = MetricsLog(tmp_path, 0)
     log.add(1, {"loss": 1.0})
     log.add(2, {"loss": 2.0, "host/failed/huge_cell": 1.0})
     log.add(3, {"loss": 3.0, "host/failed/huge_cell": 2.0, "host/failed/no_bonds": 5.0})
@@ -182,13 +183,13 @@ def test_metrics_columns_of_keys_that_appear_late(tmp_path):
     assert [r["host/failed/huge_cell"] for r in rows] == ["", "1.0", "2.0"]
     assert rows[2]["host/failed/no_bonds"] == "5.0"
     # truncating to step 1 keeps only the columns that step uses; the late ones come back when they reappear
-    log = _MetricsLog(tmp_path, 1)
+    log = MetricsLog(tmp_path, 1)
     log.close()
     assert (tmp_path / "metrics.csv").read_text().splitlines() == ["step,loss", "1,1.0"]
 
 
 def test_nonfinite_loss_skips_the_update(task):
-    init, jit_chunk, _, _ = _compiled(_config(), task)
+    init, jit_chunk, _, _ = compiled(_config(), task)
     ts = init(jax.random.PRNGKey(0))
     counter = task.extras["counter"]
     counter.poison = True  # every reward NaN: loss and gradients NaN
@@ -212,8 +213,8 @@ import os, signal, sys
 sys.path.insert(0, {tests!r})
 import jax, jax.numpy as jnp
 from test_reliability_resume import _config, _HostCounter
-from experiments.registry import build_task
-from hgfn_jax.train import train_and_evaluate
+from experiments.tasks import build_task
+from hgfn_jax.gflownet.train import train_and_evaluate
 import dataclasses
 
 base = build_task(_config())
@@ -230,8 +231,8 @@ def log_reward(state):
     return log_r + jax.pure_callback(host, jax.ShapeDtypeStruct((), jnp.float32), state.pos,
                                      vmap_method="broadcast_all"), terms
 
-task = dataclasses.replace(base, log_reward=log_reward, host_stats=counter.stats, extras={{}})
-train_and_evaluate(_config(), {run!r}, task=task, progress=False)
+task = dataclasses.replace(base, log_reward=log_reward, host_stats=counter.stats)
+train_and_evaluate(_config(), task, {run!r}, progress=False)
 """
 
 
@@ -247,7 +248,7 @@ def test_kill_9_inside_a_jitted_step_resumes_exactly(task, uninterrupted, tmp_pa
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 10  # rows 1-10; 11-15 died with the process
-    resumed = train_and_evaluate(_config(), run, task=task, progress=False)
+    resumed = train_and_evaluate(_config(), task, run, progress=False)
     full_run, full = uninterrupted
     _assert_same_run(full, resumed, full_run, run)
 
@@ -256,9 +257,9 @@ _KILLED_DURING_WRITE = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 import orbax.checkpoint as ocp
-import hgfn_jax.train as T
+import hgfn_jax.gflownet.train as T
 from test_reliability_resume import _config, _HostCounter
-from experiments.registry import build_task
+from experiments.tasks import build_task
 import dataclasses, jax, jax.numpy as jnp
 
 base = build_task(_config())
@@ -278,8 +279,8 @@ def save(mngr, ts):
     real_save(mngr, ts)
 
 T.save_checkpoint = save
-task = dataclasses.replace(base, log_reward=log_reward, host_stats=counter.stats, extras={{}})
-T.train_and_evaluate(_config(), {run!r}, task=task, progress=False)
+task = dataclasses.replace(base, log_reward=log_reward, host_stats=counter.stats)
+T.train_and_evaluate(_config(), task, {run!r}, progress=False)
 """
 
 
@@ -295,6 +296,6 @@ def test_kill_9_during_a_checkpoint_write_resumes_exactly(task, uninterrupted, t
     script = _KILLED_DURING_WRITE.format(tests=str(pathlib.Path(__file__).parent), run=str(run))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    resumed = train_and_evaluate(_config(), run, task=task, progress=False)
+    resumed = train_and_evaluate(_config(), task, run, progress=False)
     full_run, full = uninterrupted
     _assert_same_run(full, resumed, full_run, run)

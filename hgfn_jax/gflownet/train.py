@@ -1,0 +1,309 @@
+"""One training loop for every GFlowNet environment.
+
+Two entry points over the same pure update:
+- ``make_train(config, task)`` returns pure functions (purejaxrl style) as a :class:`TrainFns`:
+  ``init(rng) -> TrainState``, ``update(ts) -> (ts, metrics)``, ``run_chunk(ts, n)``, ``train(rng) -> (ts,
+  metrics)`` (the whole run in one ``lax.scan``; vmap it over seeds and hyper-parameters, see
+  ``experiments/sweep.py``) and ``sample(params, key, n) -> Trajectory``.
+- ``train_and_evaluate(config, task, workdir)`` runs ``update`` in jitted chunks with a progress bar, CSV and
+  TensorBoard logs (``gflownet.metrics_log``), orbax checkpoints and exact resume (``gflownet.checkpoint``), then
+  samples the trained model (``gflownet.sampling``) and hands the samples to the task's evaluation
+  (:class:`EvalContext`). It takes a built :class:`Task`; building one from a config is the application's job
+  (``experiments.tasks``): the library never imports its experiments.
+
+Reliability: an unreadable checkpoint is moved to ``corrupt_checkpoints/`` with a warning and the previous one
+is used; a resume whose config differs from the recorded ``config.json`` (outside ``RESUME_MAY_CHANGE``) is refused
+with the fields named (:class:`ConfigMismatchError`); ``metrics.csv`` after a kill and resume equals the
+uninterrupted run's byte for byte, host counters included; an update with a non-finite loss or gradient is
+skipped (parameters and optimiser state kept) and flagged in the ``nonfinite_skipped`` metric.
+
+Optimisation (paper 000 Table 6): Adam on the policy (lr 1e-4) and on log Z with its own learning rate (0.1).
+Learning rates are injected hyper-parameters (``optax.inject_hyperparams``) so a sweep can vmap over them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from hgfn_jax.gflownet.checkpoint import (  # noqa: F401 - re-exported: the loop's run-directory API
+    RESUME_MAY_CHANGE,
+    ConfigMismatchError,
+    check_resume_config,
+    config_differences,
+    config_json,
+    restore_latest_good,
+    save_checkpoint,
+)
+from hgfn_jax.gflownet.env import Environment, Exploration
+from hgfn_jax.gflownet.losses import trajectory_balance
+from hgfn_jax.gflownet.metrics_log import MetricsLog, RunHostStats
+from hgfn_jax.gflownet.policy import Policy
+from hgfn_jax.gflownet.rollout import Trajectory, init_states, rollout
+from hgfn_jax.gflownet.sampling import sample_batches
+
+# log_reward(terminal_state) -> (log_r [], terms: dict[str, []]) on ONE state; the train step vmaps it.
+LogReward = Callable[[Any], tuple[jnp.ndarray, dict[str, jnp.ndarray]]]
+# sample(params, key, n) -> Trajectory of n on-policy trajectories (jitted, n static)
+SampleFn = Callable[[Any, jax.Array, int], Trajectory]
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """What the loop hands the task's evaluation after training."""
+
+    samples: Any  # terminal states of the trained sampler, PyTree of numpy arrays [n, ...]
+    log_r: np.ndarray  # [n] their log-rewards
+    terms: dict[str, np.ndarray]  # [n] each: the reward's terms
+    workdir: Path  # the run directory (write records, CIFs, plots here)
+    state: TrainState  # the trained state (params["policy"], params["log_z"])
+    sample_fn: SampleFn  # the jitted sampler (e.g. for an untrained reference with fresh parameters)
+    config: Any  # the run's config (ml_collections.ConfigDict)
+
+
+class Compiled(NamedTuple):
+    """A task's jitted functions for one compiled-relevant training config."""
+
+    init: Callable  # init(rng) -> TrainState (not jitted: jits the policy init inside)
+    run_chunk: Callable  # jit(run_chunk, static n): (ts, n) -> (ts, metrics [n])
+    sample: SampleFn  # jit(sample, static n)
+    log_reward: Callable  # jit(vmap(task.log_reward)): states [B] -> (log_r [B], terms)
+
+
+@dataclass
+class CompileCache:
+    """The jitted functions of a task, per compiled-relevant training config (:func:`compiled`)."""
+
+    entries: dict[str, Compiled] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything an experiment plugs into the shared loop."""
+
+    name: str
+    env: Environment
+    policy: Policy
+    log_reward: LogReward
+    # Host-side evaluation of the trained sampler: evaluate(EvalContext) -> summary dict (merged into summary.json).
+    evaluate: Callable[[EvalContext], dict] | None = None
+    # Host-side COUNTERS to log (e.g. energy-model failures from the host-callback bridge): additive counts that
+    # only grow; the loop logs them per run (minus their value at the call's start, plus the restored step's row
+    # on a resume), so they must not be rates or other non-additive values.
+    host_stats: Callable[[], dict] | None = None
+    # Task-specific handles for callers and tests (e.g. the energy bridge); the loop never reads them.
+    extras: dict = field(default_factory=dict)
+    # The loop's jit cache, owned by this task object (not copied by dataclasses.replace: a task with another
+    # reward compiles its own functions).
+    cache: CompileCache = field(default_factory=CompileCache, init=False, repr=False, compare=False)
+
+
+@struct.dataclass
+class TrainState:
+    params: Any  # {"policy": policy params, "log_z": [] float32}
+    opt_state: Any  # optax state (holds the injected learning rates)
+    key: jax.Array  # [2] uint32 PRNG key
+    step: jnp.ndarray  # [] int32: completed iterations
+
+
+def make_optimizer(lr: float | jnp.ndarray, lr_z: float | jnp.ndarray, grad_clip: float = 0.0):
+    def adam(learning_rate):
+        tx = optax.adam(learning_rate)
+        return optax.chain(optax.clip_by_global_norm(grad_clip), tx) if grad_clip > 0 else tx
+
+    return optax.multi_transform(
+        {
+            "policy": optax.inject_hyperparams(adam)(learning_rate=lr),
+            "log_z": optax.inject_hyperparams(adam)(learning_rate=lr_z),
+        },
+        {"policy": "policy", "log_z": "log_z"},
+    )
+
+
+def exploration_from(cfg) -> Exploration:
+    return Exploration.make(float(cfg.epsilon), float(cfg.get("temperature", 1.0)))
+
+
+class TrainFns(NamedTuple):
+    """The pure functions of a run (:func:`make_train`)."""
+
+    init: Callable  # init(rng, lr=None, lr_z=None) -> TrainState
+    update: Callable  # update(ts) -> (ts, metrics)
+    run_chunk: Callable  # run_chunk(ts, n) -> (ts, metrics [n]); n static
+    train: Callable  # train(rng, lr=None, lr_z=None) -> (ts, metrics [num_iterations])
+    sample: Callable  # sample(params, key, n, explore=None) -> Trajectory; n static
+
+
+def make_train(config, task: Task) -> TrainFns:
+    """Pure functions of the run. ``config.train`` holds batch_size, lr, lr_z, num_iterations, epsilon, ..."""
+    tc = config.train
+    env, policy = task.env, task.policy
+    batch = int(tc.batch_size)
+    explore = exploration_from(tc)
+    v_reward = jax.vmap(task.log_reward)
+
+    def init(rng, lr=None, lr_z=None):
+        k_init, k_run = jax.random.split(rng)
+        example = init_states(env, 2)
+        # jitted: eager Flax init of a graph policy dispatches (and compiles) hundreds of small ops, ~1 min
+        params = {"policy": jax.jit(policy.init)(k_init, example),
+                  "log_z": jnp.asarray(tc.get("init_log_z", 0.0), jnp.float32)}
+        tx = make_optimizer(tc.lr if lr is None else lr, tc.lr_z if lr_z is None else lr_z, tc.get("grad_clip", 0.0))
+        return TrainState(params=params, opt_state=tx.init(params), key=k_run, step=jnp.asarray(0, jnp.int32))
+
+    tx_static = make_optimizer(tc.lr, tc.lr_z, tc.get("grad_clip", 0.0))  # transform structure; lrs live in state
+
+    def loss_fn(params, key):
+        traj: Trajectory = rollout(key, env, policy.apply, params["policy"], batch, explore)
+        log_r, terms = v_reward(jax.lax.stop_gradient(traj.final))
+        log_r = jax.lax.stop_gradient(log_r)
+        loss = trajectory_balance(params["log_z"], traj, log_r)
+        metrics = {
+            "loss": loss,
+            "log_z": params["log_z"],
+            "log_reward_mean": jnp.mean(log_r),
+            "log_reward_max": jnp.max(log_r),
+            "traj_len_mean": jnp.mean(traj.length.astype(jnp.float32)),
+            "not_done_frac": jnp.mean((~traj.done).astype(jnp.float32)),
+        }
+        metrics.update({f"reward/{k}": jnp.mean(v.astype(jnp.float32)) for k, v in terms.items()})
+        return loss, metrics
+
+    def update(ts: TrainState):
+        key, k_roll = jax.random.split(ts.key)
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts.params, k_roll)
+        updates, opt_state = tx_static.update(grads, ts.opt_state, ts.params)
+        params = optax.apply_updates(ts.params, updates)
+        # Non-finite guard: a NaN/inf loss or gradient (one pathological batch) must not poison the weights or
+        # Adam's moments for good. Such an update is skipped (params and optimiser state unchanged; the key and
+        # the step still advance, so the next batch is a different one) and flagged in ``nonfinite_skipped``.
+        finite = jnp.all(jnp.stack([jnp.isfinite(loss)] + [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        params = jax.tree.map(lambda new, old: jnp.where(finite, new, old), params, ts.params)
+        opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), opt_state, ts.opt_state)
+        metrics["nonfinite_skipped"] = (~finite).astype(jnp.float32)
+        return TrainState(params=params, opt_state=opt_state, key=key, step=ts.step + 1), metrics
+
+    def run_chunk(ts: TrainState, n: int):
+        return jax.lax.scan(lambda s, _: update(s), ts, None, length=n)
+
+    def train(rng, lr=None, lr_z=None):
+        ts = init(rng, lr, lr_z)
+        return run_chunk(ts, int(tc.num_iterations))
+
+    def sample(params, key, n: int, explore_sample: Exploration | None = None) -> Trajectory:
+        ex = Exploration.make(0.0, 1.0) if explore_sample is None else explore_sample
+        return rollout(key, env, policy.apply, params["policy"], n, ex)
+
+    return TrainFns(init, update, run_chunk, train, sample)
+
+
+# Config fields that only steer the host loop (not the compiled update): changing them reuses the compilation.
+_HOST_ONLY_TRAIN_FIELDS = ("num_iterations", "steps_per_call", "checkpoint_every")
+
+
+def compiled(config, task: Task) -> Compiled:
+    """The jitted functions of ``task``, kept in ``task.cache`` per compiled-relevant training config, so a
+    resumed run (or a second run of the same task in one process) does not recompile: XLA does not persist
+    executables with host callbacks (the energy-model bridge)."""
+    train_cfg = {k: v for k, v in config.train.to_dict().items() if k not in _HOST_ONLY_TRAIN_FIELDS}
+    key = json.dumps(train_cfg, sort_keys=True, default=str)
+    entries = task.cache.entries
+    if key not in entries:
+        fns = make_train(config, task)
+        entries[key] = Compiled(fns.init, jax.jit(fns.run_chunk, static_argnums=1),
+                                jax.jit(fns.sample, static_argnums=2), jax.jit(jax.vmap(task.log_reward)))
+    return entries[key]
+
+
+def train_and_evaluate(config, task: Task, workdir: str | Path, stop_after: int | None = None,
+                       progress: bool = True) -> dict:
+    """Trains ``task`` in ``workdir``; resumes from its latest checkpoint.
+
+    ``stop_after`` ends this call after that many iterations (used to test kill-and-resume); the run can be
+    continued by calling again with the same workdir.
+    """
+    from tqdm.auto import tqdm
+
+    workdir = Path(workdir)
+    tc = config.train
+    chunk = int(tc.get("steps_per_call", 10))
+    ckpt_every = int(tc.get("checkpoint_every", 100))
+    if chunk < 1 or ckpt_every < 1 or ckpt_every % chunk:
+        raise ValueError(f"train.checkpoint_every={ckpt_every} must be a positive multiple of "
+                         f"train.steps_per_call={chunk}")
+    total = int(tc.num_iterations)
+    # Before anything slow: a run directory trained with another config is refused, never silently resumed.
+    check_resume_config(config, workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    init, jit_chunk, sample_jit, v_reward = compiled(config, task)
+
+    ts = init(jax.random.PRNGKey(int(config.seed)))
+    mngr, ts, start = restore_latest_good(workdir, ts)
+    if start:
+        print(f"resumed {workdir} from step {start}")
+    # Written after the restore: a resume may only have changed RESUME_MAY_CHANGE fields, recorded here.
+    (workdir / "config.json").write_text(config_json(config))
+    log = MetricsLog(workdir, start)
+    host_stats = RunHostStats(task.host_stats, log.row_at(start)) if task.host_stats else None
+
+    t0 = time.perf_counter()
+    end = total if stop_after is None else min(total, start + stop_after)
+    bar = tqdm(total=total, initial=start, desc=f"train {task.name}", disable=not progress, dynamic_ncols=True)
+    step = start
+    while step < end:
+        n = min(chunk, end - step, ckpt_every - step % ckpt_every)
+        ts, metrics = jit_chunk(ts, n)
+        metrics = jax.device_get(metrics)
+        host = host_stats() if host_stats else {}
+        for i in range(n):
+            row = {k: v[i] for k, v in metrics.items()}
+            row.update({f"host/{k}": v for k, v in host.items()})
+            log.add(step + i + 1, row)
+        step += n
+        bar.update(n)
+        bar.set_postfix(loss=f"{metrics['loss'][-1]:.3g}", logZ=f"{metrics['log_z'][-1]:.3g}",
+                        logR=f"{metrics['log_reward_mean'][-1]:.3g}")
+        if step % ckpt_every == 0 or step == total:
+            save_checkpoint(mngr, ts)
+    bar.close()
+    log.close()
+    train_s = time.perf_counter() - t0
+    summary: dict[str, Any] = {"task": task.name, "iterations": step, "train_seconds_this_call": train_s}
+    if step < total:
+        summary["finished"] = False
+        return {"state": ts, "summary": summary}
+
+    # ---- sampling and evaluation ----------------------------------------------------------------------------
+    ev = config.get("eval", None)
+    n_samples = int(ev.num_samples) if ev is not None else 1000
+    sample_batch = int(ev.get("batch_size", 1000)) if ev is not None else 1000
+    key = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), 10_000_019)
+    samples, log_r, terms = sample_batches(lambda k: sample_jit(ts.params, k, sample_batch).final, key, n_samples,
+                                           sample_batch, log_reward=v_reward, progress=progress)
+    summary.update({"num_samples": n_samples, "log_reward_mean": float(np.mean(log_r)),
+                    "log_z": float(ts.params["log_z"])})
+    if host_stats:
+        summary["host_stats"] = host_stats()
+    if task.evaluate is not None:
+        summary.update(task.evaluate(EvalContext(samples=samples, log_r=log_r, terms=terms, workdir=workdir,
+                                                 state=ts, sample_fn=sample_jit, config=config)))
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    return {"state": ts, "summary": summary, "samples": samples, "log_r": log_r, "terms": terms}
+
+
+def _json_default(x):
+    if isinstance(x, (np.generic,)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
