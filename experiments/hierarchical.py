@@ -28,6 +28,7 @@ directory:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import Counter
@@ -83,37 +84,41 @@ def make_env(config):
     return env_cls(HierarchicalConfig(**kw))
 
 
-def make_log_reward(config):
-    """``(log_reward(state) -> (log_r, terms), energy bridge)`` for ``config.reward.kind``."""
+def reward_config(config):
+    """The composite reward's config dataclass of ``config.reward.kind``, every field from ``config.reward``
+    (the battery configs hold all of them, so any constant or ablation switch can be set with ``--set``)."""
+    from hgfn_jax.rewards.composite import CHGFlowNetRewardConfig, ShaftRewardConfig
+
+    rc = config.reward
+    cls = {"chgflownet": CHGFlowNetRewardConfig, "shaft": ShaftRewardConfig}.get(rc.kind)
+    if cls is None:
+        raise ValueError(f"reward.kind must be 'chgflownet' or 'shaft', got {rc.kind!r}")
+    return cls(**{f.name: rc[f.name] for f in dataclasses.fields(cls) if f.name in rc})
+
+
+def make_log_reward(config, energy_fn=None):
+    """``(log_reward(state) -> (log_r, terms), energy bridge)`` for ``config.reward``. ``energy_fn`` (tests):
+    a property function used instead of the energy model (no bridge, returned as None)."""
     from hgfn_jax import paths
 
     rc = config.reward
-    if rc.kind not in ("chgflownet", "shaft"):
-        raise ValueError(f"reward.kind must be 'chgflownet' or 'shaft', got {rc.kind!r}")
-    # before torch / matgl load (seconds): a configured models folder without this model fails here, at once
-    paths.model_folder(rc.energy_model)
-    from hgfn_jax.models.host_bridge import make_property_fn
-    from hgfn_jax.rewards.composite import (
-        CHGFlowNetRewardConfig,
-        ShaftRewardConfig,
-        make_chgflownet_reward,
-        make_shaft_reward,
-    )
+    cfg = reward_config(config)
+    bridge = None
+    if energy_fn is None:
+        # before torch / matgl load (seconds): a configured models folder without this model fails here, at once
+        paths.model_folder(rc.energy_model)
+        from hgfn_jax.models.host_bridge import make_property_fn
 
-    if rc.kind == "chgflownet":
-        cfg = CHGFlowNetRewardConfig()
-        # No clamp in the bridge: paper 000 A.3.6 sends predictions below -10 eV/atom to +10 (the reward's rule).
-        bridge = make_property_fn(rc.energy_model, clamp=None, invalid_value=cfg.energy_penalty,
+        # CHGFlowNet: no clamp in the bridge (paper 000 A.3.6 sends predictions below -10 eV/atom to +10: the
+        # reward's rule); SHAFT: E clamped to [energy_min, energy_max]
+        clamp = None if rc.kind == "chgflownet" else (cfg.energy_min, cfg.energy_max)
+        bridge = make_property_fn(rc.energy_model, clamp=clamp, invalid_value=cfg.energy_penalty,
                                   batch_size=rc.get("energy_batch_size"), max_sites=resolved_n_max(config))
-        reward = make_chgflownet_reward(cfg, bridge)
-    elif rc.kind == "shaft":
-        cfg = ShaftRewardConfig()
-        bridge = make_property_fn(rc.energy_model, clamp=(cfg.energy_min, cfg.energy_max),
-                                  invalid_value=cfg.energy_penalty, batch_size=rc.get("energy_batch_size"),
-                                  max_sites=resolved_n_max(config))
-        reward = make_shaft_reward(cfg, bridge)
-    else:
-        raise ValueError(f"reward.kind must be 'chgflownet' or 'shaft', got {rc.kind!r}")
+        energy_fn = bridge
+    from hgfn_jax.rewards.composite import make_chgflownet_reward, make_shaft_reward
+
+    reward = (make_chgflownet_reward(cfg, energy_fn) if rc.kind == "chgflownet"
+              else make_shaft_reward(cfg, energy_fn))
 
     def log_reward(state):
         return reward(state.crystal)

@@ -42,8 +42,8 @@ config_flags.register_flag_parser_for_type(type(None), _LiteralParser())
 
 def apply_overrides(cfg, overrides: list[str]):
     """``--set key=value`` items applied to ``cfg`` in place by ml_collections' config flags (the value parsed by
-    the field's type, e.g. ``--set train.lr=1e-3``; a value of another type is refused); an unknown field or a
-    value that does not parse raises ``ValueError`` with one line naming it."""
+    the field's type, e.g. ``--set train.lr=1e-3``; a value of another type is refused; ``None`` unsets a field);
+    an unknown field or a value that does not parse raises ``ValueError`` with one line naming it."""
     items = []
     for item in overrides:
         if "=" not in item:
@@ -53,6 +53,9 @@ def apply_overrides(cfg, overrides: list[str]):
             config_path.get_value(key, cfg)
         except (KeyError, AttributeError, IndexError, ValueError):
             raise ValueError(f"unknown config field {key!r}") from None
+        if raw == "None":  # any field may be unset (e.g. --set reward.reward_max=None); no type parser reads it
+            config_path.set_value(key, cfg, None)
+            continue
         items.append(f"--config.{key}={raw}")
     if not items:
         return cfg

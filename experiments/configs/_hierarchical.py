@@ -8,6 +8,7 @@ constants in the reward; results are reported "after 10^5 states visited", one s
 exploration rate; the paper preset uses none (on-policy TB), the small default 5 % uniform actions.
 """
 
+import dataclasses
 import math
 
 import ml_collections
@@ -15,6 +16,13 @@ import ml_collections
 from hgfn_jax.envs.hierarchical.env import ALKALI, BATTERY_ELEMENTS
 
 M3GNET_EFORM = "M3GNet-MP-2018.6.1-Eform"  # paper 000 A.3.6 / paper 002 sec. 10.8
+
+
+def reward_defaults(kind: str) -> dict:
+    """The fields of the composite reward config of ``kind`` ("chgflownet" | "shaft") with their defaults."""
+    from hgfn_jax.rewards.composite import CHGFlowNetRewardConfig, ShaftRewardConfig
+
+    return dataclasses.asdict({"chgflownet": CHGFlowNetRewardConfig, "shaft": ShaftRewardConfig}[kind]())
 
 
 def battery_config(method: str, preset: str) -> ml_collections.ConfigDict:
@@ -43,9 +51,13 @@ def battery_config(method: str, preset: str) -> ml_collections.ConfigDict:
         dict(encoder="megnet" if method == "shaft" else "gcn", hidden=64, layers=3, head_hidden=(128,))
     )
     # Reward: CHGFlowNet eq. 15 (E < -10 eV/atom -> +10, so the bridge must not clamp), SHAFT eq. 8 (E clamped
-    # to [-10, 10]); the flat baseline is trained on CHGFlowNet's reward, as in paper 000's comparison.
+    # to [-10, 10]); the flat baseline is trained on CHGFlowNet's reward, as in paper 000's comparison. Every
+    # constant and ablation switch of the reward is a field here (defaults: the reward config's), e.g. paper 000
+    # Table 4's rows: --set reward.use_density=False (use_energy / use_bond / use_composition); SHAFT Table 5's:
+    # --set reward.w_density=0 (w_energy / w_bond / w_validity).
+    kind = "shaft" if method == "shaft" else "chgflownet"
     c.reward = ml_collections.ConfigDict(
-        dict(kind="shaft" if method == "shaft" else "chgflownet", energy_model=M3GNET_EFORM, energy_batch_size=None)
+        dict(kind=kind, energy_model=M3GNET_EFORM, energy_batch_size=None, **reward_defaults(kind))
     )
     c.train = ml_collections.ConfigDict(
         dict(batch_size=32, lr=1e-4, lr_z=0.1, num_iterations=math.ceil(1e5 / (32 * steps)), epsilon=0.0,
