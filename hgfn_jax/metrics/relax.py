@@ -11,10 +11,10 @@ gets the batch's results through a ``SinglePointCalculator``; a structure that c
 batch at once and the next one in the queue takes its place (continuous batching, ``batch_size`` in flight).
 Why batched and not a process pool: measured on this 2-core CPU (M3GNet PES, data-set cells <= 40 sites, mean 17
 sites, energy+forces+stress, 1 torch thread, other agents loading the CPU): one structure at a time 35 ms per
-structure-step; a graph batch of 32, 20 ms (the per-call Python/autograd overhead is shared); a pool of 2
-single-structure workers ~2x the single rate at best on an idle machine (2 cores), and here the other agents
-hold ~1-1.5 cores, so the pool's second worker mostly competes with them (measured: see the benchmark record
-``relax_strategy``). The batch also needs no per-process model copy (~1 s load and 0.3 GB each).
+structure-step; a graph batch of 32, 20 ms on ONE core (the per-call Python/autograd overhead is shared); a pool
+of 2 single-structure workers, 22 ms wall per structure-step using BOTH cores (probe scripts, same 64 cells), so
+the batch is ~2x more work per core, and on this machine the other agents already hold ~1-1.5 cores, which a
+second worker would only compete with. The batch also needs no per-process model copy (~1 s load and 0.3 GB each).
 
 One pathological cell never stalls or crashes the batch: inputs are checked first (``invalid_cell``: NaN/inf or
 degenerate lattice or coordinates; ``overlapping_atoms``: two atoms closer than 0.1 A; ``too_dense``: more than

@@ -284,6 +284,6 @@ def test_action_encoding_roundtrip():
     env = paper_env()
     s = env.init()
     a = CrystalAction(stage=jnp.int32(STAGE_COMPOSITION), index=jnp.int32(5 * 16 + 2), value=jnp.zeros(6))
-    s = s.replace(stage=jnp.int32(STAGE_COMPOSITION), spacegroup=s.spacegroup.replace(sg=jnp.int32(0)))
+    s = s.replace(stage=jnp.int32(STAGE_COMPOSITION), spacegroup=s.spacegroup.replace(row=jnp.int32(0)))
     s2 = env.step(s, a)
     assert int(s2.composition.counts[5]) == 3 and int(s2.composition.n_atoms) == 3

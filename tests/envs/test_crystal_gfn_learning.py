@@ -34,7 +34,7 @@ def test_tb_matches_enumerable_target():
     log_r_jnp = jnp.asarray(np.where(valid, log_r_table, -30.0), jnp.float32)
 
     def log_reward(state):
-        return log_r_jnp[state.spacegroup.sg, state.composition.code], {}
+        return log_r_jnp[state.spacegroup.row, state.composition.code], {}
 
     cfg = ml_collections.ConfigDict()
     cfg.seed = 0
@@ -51,7 +51,7 @@ def test_tb_matches_enumerable_target():
     for j in range(4):
         final = sample_jit(ts.params, jax.random.PRNGKey(100 + j), 5000).final
         assert bool(jnp.all(jax.vmap(env.is_done)(final)))
-        np.add.at(counts, (np.asarray(final.spacegroup.sg), np.asarray(final.composition.code)), 1)
+        np.add.at(counts, (np.asarray(final.spacegroup.row), np.asarray(final.composition.code)), 1)
     assert counts[~valid].sum() == 0  # every sample is a valid (group, composition)
     emp = counts / counts.sum()
     tv = 0.5 * np.abs(emp - target).sum()

@@ -76,7 +76,7 @@ def test_parent_mask_matches_smact_pyxtal_brute_force():
     env = paper_env()
     assert not env.comp.exact
     final = _random_rollouts(env, 1000, 1).final
-    rows, counts = final.spacegroup.sg, final.composition.counts
+    rows, counts = final.spacegroup.row, final.composition.counts
     mask = np.asarray(jax.jit(jax.vmap(lambda r, c: cpar.parent_mask(env.comp, r, c)))(rows, final.composition))
     rows, counts = np.asarray(rows), np.asarray(counts)
     n_strict, n_checked = 0, 0
@@ -126,7 +126,7 @@ def test_every_backward_walk_reaches_the_source_with_finite_forward_probability(
         return ok & (s.n_elements == 0), n_steps
 
     keys = jax.random.split(jax.random.PRNGKey(7), 1000)
-    ok, n_steps = jax.jit(jax.vmap(walk))(keys, final.spacegroup.sg, final.composition)
+    ok, n_steps = jax.jit(jax.vmap(walk))(keys, final.spacegroup.row, final.composition)
     assert bool(jnp.all(ok)), int(jnp.sum(~ok))
     assert int(jnp.max(n_steps)) >= 3
 
@@ -138,7 +138,7 @@ def test_uniform_pb_normalises_over_admissible_parents():
     env = paper_env()
     traj = _random_rollouts(env, 1000, 1)
     final = traj.final
-    rows, cs = final.spacegroup.sg, final.composition
+    rows, cs = final.spacegroup.row, final.composition
     par = jax.jit(jax.vmap(lambda r, c: cpar.parent_mask(env.comp, r, c)))(rows, cs)
     present = np.asarray(cs.counts) > 0
     assert np.all(np.asarray(par) <= present)
@@ -185,7 +185,7 @@ def test_tb_matches_enumerable_target_in_chain_mode(learn_pb):
     weights = jnp.asarray(radix ** np.arange(len(els)), jnp.int32)
 
     def log_reward(state):
-        return log_r_jnp[state.spacegroup.sg, jnp.sum(state.composition.counts * weights)], {}
+        return log_r_jnp[state.spacegroup.row, jnp.sum(state.composition.counts * weights)], {}
 
     cfg = ml_collections.ConfigDict()
     cfg.seed = 0
@@ -204,7 +204,7 @@ def test_tb_matches_enumerable_target_in_chain_mode(learn_pb):
         traj = sample_jit(ts.params, jax.random.PRNGKey(100 + j), 5000)
         final = traj.final
         key = np.asarray(jnp.sum(final.composition.counts * weights, axis=-1))
-        np.add.at(counts, (np.asarray(final.spacegroup.sg), key), 1)
+        np.add.at(counts, (np.asarray(final.spacegroup.row), key), 1)
         log_w.append(np.asarray(v_reward(final)[0] + traj.sum_log_pb - traj.sum_log_pf, np.float64))
     assert counts[~np.isfinite(log_r)].sum() == 0  # only buildable valid compositions are sampled
     tv = 0.5 * np.abs(counts / counts.sum() - target).sum()

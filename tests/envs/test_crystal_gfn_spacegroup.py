@@ -77,10 +77,10 @@ def test_subspace_dag_exhaustive():
         s, path = frontier.pop()
         m = np.asarray(mask_fn(s))
         assert m.any()
-        assert m[-1] == (int(s.sg) >= 0)
-        if int(s.sg) >= 0:
+        assert m[-1] == (int(s.row) >= 0)
+        if int(s.row) >= 0:
             assert m.sum() == 1
-            g = int(tab.groups[int(s.sg)])
+            g = int(tab.groups[int(s.row)])
             reached.setdefault(g, set()).add(path)
             system, ps = _pmg_point_symmetry(g)
             assert CRYSTAL_LATTICE_SYSTEMS[int(s.cls)] == system and int(s.ps) == ps, g
@@ -93,8 +93,8 @@ def test_subspace_dag_exhaustive():
     assert all(paths == orders for paths in reached.values())
     bwd = jnp.asarray(np.random.default_rng(0).normal(size=sgs.BWD_DIM), jnp.float32)
     full = sgs.step(tab, sgs.init_state(), jnp.int32(sgs.SG_OFFSET + 5))
-    parents = [sgs.init_state(), full.replace(ps=jnp.int32(-1), sg=jnp.int32(-1)),
-               full.replace(cls=jnp.int32(-1), sg=jnp.int32(-1)), full.replace(sg=jnp.int32(-1))]
+    parents = [sgs.init_state(), full.replace(ps=jnp.int32(-1), row=jnp.int32(-1)),
+               full.replace(cls=jnp.int32(-1), row=jnp.int32(-1)), full.replace(row=jnp.int32(-1))]
     total = sum(float(jnp.exp(sgs.log_pb(bwd, full, p))) for p in parents)
     np.testing.assert_allclose(total, 1.0, rtol=1e-5)
 

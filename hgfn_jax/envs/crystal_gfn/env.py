@@ -214,7 +214,7 @@ class CrystalGFN(Environment):
         return bwd[:a], bwd[a:b], bwd[b:]
 
     def _row(self, state: CrystalState) -> jnp.ndarray:
-        return jnp.clip(state.spacegroup.sg, 0, self.sg.n_groups - 1)
+        return jnp.clip(state.spacegroup.row, 0, self.sg.n_groups - 1)
 
     def _lattice_system(self, state: CrystalState) -> jnp.ndarray:
         return self.sg.lattice_system_of[self._row(state)]
@@ -247,7 +247,7 @@ class CrystalGFN(Environment):
             jax.nn.one_hot(state.stage, N_STAGES),
             jax.nn.one_hot(s.cls + 1, sgs.N_CLS + 1),
             jax.nn.one_hot(s.ps + 1, sgs.N_PS + 1),
-            jax.nn.one_hot(s.sg + 1, self.sg.n_groups + 1),
+            jax.nn.one_hot(s.row + 1, self.sg.n_groups + 1),
             c.counts.astype(jnp.float32) / self.cap,
             (c.counts > 0).astype(jnp.float32),
             (c.n_elements / self.comp_config.max_distinct)[None].astype(jnp.float32),
@@ -452,7 +452,7 @@ class CrystalGFN(Environment):
         (3x the volume), so ``lattice`` is that hexagonal cell; a density or a volume per atom computed from
         ``counts`` and ``lattice`` is then right for every group."""
         row = self._row(state)
-        number = jnp.where(state.spacegroup.sg >= 0, self.sg.groups[row], 0)
+        number = jnp.where(state.spacegroup.row >= 0, self.sg.groups[row], 0)
         ls = self._lattice_system(state)
         params = lat.physical(self.lat, state.lattice, ls)
         counts = state.composition.counts

@@ -71,12 +71,12 @@ def build_tables(groups: np.ndarray, ok: np.ndarray) -> SpaceGroupTables:
 
 def init_state() -> SpaceGroupState:
     m1 = -jnp.ones((), jnp.int32)
-    return SpaceGroupState(cls=m1, ps=m1, sg=m1)
+    return SpaceGroupState(cls=m1, ps=m1, row=m1)
 
 
 def forward_mask(tab: SpaceGroupTables, s: SpaceGroupState) -> jnp.ndarray:
     """``[13 + G + 1] bool``: allowed actions from ``s``."""
-    sg_unset = s.sg < 0
+    sg_unset = s.row < 0
     sg_ok = sg_unset & tab.ok & ((s.cls < 0) | (tab.cls_of == s.cls)) & ((s.ps < 0) | (tab.ps_of == s.ps))
     cls_ok = (s.cls < 0) & sg_unset & tab.cls_given_ps[s.ps + 1]
     ps_ok = (s.ps < 0) & sg_unset & tab.ps_given_cls[s.cls + 1]
@@ -91,8 +91,8 @@ def step(tab: SpaceGroupTables, s: SpaceGroupState, index: jnp.ndarray) -> Space
     row = jnp.clip(index - SG_OFFSET, 0, tab.n_groups - 1)
     cls = jnp.where(is_cls, index, jnp.where(is_sg, tab.cls_of[row], s.cls))
     ps = jnp.where(is_ps, index - N_CLS, jnp.where(is_sg, tab.ps_of[row], s.ps))
-    sg = jnp.where(is_sg, row, s.sg)
-    return SpaceGroupState(cls=cls.astype(jnp.int32), ps=ps.astype(jnp.int32), sg=sg.astype(jnp.int32))
+    row_next = jnp.where(is_sg, row, s.row)
+    return SpaceGroupState(cls=cls.astype(jnp.int32), ps=ps.astype(jnp.int32), row=row_next.astype(jnp.int32))
 
 
 def log_pb(bwd: jnp.ndarray | None, nxt: SpaceGroupState, prev: SpaceGroupState) -> jnp.ndarray:
@@ -104,5 +104,5 @@ def log_pb(bwd: jnp.ndarray | None, nxt: SpaceGroupState, prev: SpaceGroupState)
     # parent of a (cls, ps) state: removed cls (prev has ps only, type 2) or removed ps (prev has cls only, type 1)
     lp_pair = jax.nn.log_softmax(bwd[4:6])[jnp.where(prev.cls >= 0, 1, 0)]
     both = (nxt.cls >= 0) & (nxt.ps >= 0)
-    return jnp.where(nxt.sg >= 0, lp_group, jnp.where(both, lp_pair, 0.0))
+    return jnp.where(nxt.row >= 0, lp_group, jnp.where(both, lp_pair, 0.0))
 

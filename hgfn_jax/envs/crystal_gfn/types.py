@@ -24,7 +24,7 @@ class SpaceGroupState:
 
     cls: jnp.ndarray  # [] int32: crystal-lattice system 0..7, -1 unset
     ps: jnp.ndarray  # [] int32: point symmetry 0..4, -1 unset
-    sg: jnp.ndarray  # [] int32: row in the environment's space-group list 0..G-1, -1 unset
+    row: jnp.ndarray  # [] int32: ROW in the environment's space-group list 0..G-1 (not the number), -1 unset
 
 
 @struct.dataclass
