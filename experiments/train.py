@@ -96,7 +96,7 @@ def main(argv=None):
         rest += ["--no-progress"] if args.no_progress else []
         return pgcgm.main(rest)
 
-    from hgfn_jax.gflownet.train import check_resume_config
+    from hgfn_jax.rundir.checkpoint import check_resume_config
     from hgfn_jax.paths import MissingResourceError
 
     # Everything a user can get wrong is checked here, before any data, model or compilation: one line each.

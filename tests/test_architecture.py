@@ -20,13 +20,14 @@ ALLOWED: dict[str, set[str]] = {
     "paths": set(),
     "crystal": {"paths"},
     "data": {"crystal", "paths"},
-    "gflownet": set(),
+    "rundir": set(),
+    "gflownet": {"rundir"},
     "envs": {"crystal", "gflownet", "data", "paths"},
     "policies": {"gflownet", "envs", "crystal", "paths"},
     "models": {"crystal", "data", "paths"},
     "rewards": {"crystal", "data", "models", "paths"},
     "metrics": {"crystal", "data", "models", "rewards", "paths"},
-    "gan": {"crystal", "data", "metrics", "paths"},
+    "gan": {"crystal", "data", "metrics", "rundir", "paths"},
 }
 APPLICATIONS = ("experiments", "benchmarks", "tests")
 LEARNING = ("optax", "flax.linen", "flax.training", "orbax", "torch", "matgl")  # crystal/ knows no learning

@@ -226,8 +226,8 @@ def train_gan(config, workdir: str | Path, data: pdata.PGCGMData, stop_after: in
     """Trains in ``workdir`` (resuming from its latest good checkpoint); returns ``{"state", "summary"}``."""
     from tqdm.auto import tqdm
 
-    from hgfn_jax.gflownet.checkpoint import check_resume_config, config_json, restore_latest_good, save_checkpoint
-    from hgfn_jax.gflownet.metrics_log import MetricsLog
+    from hgfn_jax.rundir.checkpoint import check_resume_config, config_json, restore_latest_good, save_checkpoint
+    from hgfn_jax.rundir.metrics_log import MetricsLog
 
     workdir = Path(workdir)
     tc = config.train

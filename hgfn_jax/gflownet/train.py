@@ -6,7 +6,7 @@ Two entry points over the same pure update:
   metrics)`` (the whole run in one ``lax.scan``; vmap it over seeds and hyper-parameters, see
   ``experiments/sweep.py``) and ``sample(params, key, n) -> Trajectory``.
 - ``train_and_evaluate(config, task, workdir)`` runs ``update`` in jitted chunks with a progress bar, CSV and
-  TensorBoard logs (``gflownet.metrics_log``), orbax checkpoints and exact resume (``gflownet.checkpoint``), then
+  TensorBoard logs (``rundir.metrics_log``), orbax checkpoints and exact resume (``rundir.checkpoint``), then
   samples the trained model (``gflownet.sampling``) and hands the samples to the task's evaluation
   (:class:`EvalContext`). It takes a built :class:`Task`; building one from a config is the application's job
   (``experiments.tasks``): the library never imports its experiments.
@@ -36,7 +36,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from hgfn_jax.gflownet.checkpoint import (  # noqa: F401 - re-exported: the loop's run-directory API
+from hgfn_jax.rundir.checkpoint import (  # noqa: F401 - re-exported: the loop's run-directory API
     RESUME_MAY_CHANGE,
     ConfigMismatchError,
     check_resume_config,
@@ -47,7 +47,7 @@ from hgfn_jax.gflownet.checkpoint import (  # noqa: F401 - re-exported: the loop
 )
 from hgfn_jax.gflownet.env import Environment, Exploration
 from hgfn_jax.gflownet.losses import trajectory_balance
-from hgfn_jax.gflownet.metrics_log import MetricsLog, RunHostStats
+from hgfn_jax.rundir.metrics_log import MetricsLog, RunHostStats
 from hgfn_jax.gflownet.policy import Policy
 from hgfn_jax.gflownet.rollout import Trajectory, init_states, rollout
 from hgfn_jax.gflownet.sampling import sample_batches

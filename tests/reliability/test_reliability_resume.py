@@ -22,7 +22,7 @@ import pytest
 
 from experiments.configs import get_config
 from experiments.tasks import build_task
-from hgfn_jax.gflownet.metrics_log import MetricsLog
+from hgfn_jax.rundir.metrics_log import MetricsLog
 from hgfn_jax.gflownet.train import ConfigMismatchError, compiled, train_and_evaluate
 
 TOTAL = 30
