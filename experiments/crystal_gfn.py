@@ -59,7 +59,7 @@ def counts_z_of(crystal: Crystal) -> jnp.ndarray:
 
 
 def make_log_reward(config, env):
-    from hgfn_jax.rewards.crystal_gfn import CrystalGFNRewardConfig, make_crystalgfn_reward
+    from hgfn_jax.rewards.crystal_gfn import CrystalGFNRewardConfig, make_crystal_gfn_reward
 
     rc = config.reward
     proxy, property_fn = None, None
@@ -72,7 +72,7 @@ def make_log_reward(config, env):
             value = proxy.apply(counts_z_of(crystal), crystal.spacegroup, crystal.lattice)
             return value, jnp.isfinite(value)
 
-    reward = make_crystalgfn_reward(
+    reward = make_crystal_gfn_reward(
         CrystalGFNRewardConfig(target=rc.target, temperature=rc.temperature, bandgap_center=rc.bandgap_center,
                                bandgap_beta=rc.bandgap_beta,
                                volume_per_atom=None if rc.get("volume_per_atom") is None

@@ -150,8 +150,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     from experiments.configs import get_config
     from experiments.train import _fail, _one_line, apply_overrides
-    from hgfn_jax.rundir.checkpoint import check_resume_config
     from hgfn_jax.paths import MissingResourceError
+    from hgfn_jax.rundir.checkpoint import check_resume_config
 
     try:
         cfg = apply_overrides(get_config("pgcgm", args.preset), args.overrides)

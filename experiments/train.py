@@ -96,8 +96,8 @@ def main(argv=None):
         rest += ["--no-progress"] if args.no_progress else []
         return pgcgm.main(rest)
 
-    from hgfn_jax.rundir.checkpoint import check_resume_config
     from hgfn_jax.paths import MissingResourceError
+    from hgfn_jax.rundir.checkpoint import check_resume_config
 
     # Everything a user can get wrong is checked here, before any data, model or compilation: one line each.
     try:

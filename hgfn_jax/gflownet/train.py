@@ -36,6 +36,11 @@ import numpy as np
 import optax
 from flax import struct
 
+from hgfn_jax.gflownet.env import Environment, Exploration
+from hgfn_jax.gflownet.losses import trajectory_balance
+from hgfn_jax.gflownet.policy import Policy
+from hgfn_jax.gflownet.rollout import Trajectory, init_states, rollout
+from hgfn_jax.gflownet.sampling import sample_batches
 from hgfn_jax.rundir.checkpoint import (  # noqa: F401 - re-exported: the loop's run-directory API
     RESUME_MAY_CHANGE,
     ConfigMismatchError,
@@ -45,12 +50,7 @@ from hgfn_jax.rundir.checkpoint import (  # noqa: F401 - re-exported: the loop's
     restore_latest_good,
     save_checkpoint,
 )
-from hgfn_jax.gflownet.env import Environment, Exploration
-from hgfn_jax.gflownet.losses import trajectory_balance
 from hgfn_jax.rundir.metrics_log import MetricsLog, RunHostStats
-from hgfn_jax.gflownet.policy import Policy
-from hgfn_jax.gflownet.rollout import Trajectory, init_states, rollout
-from hgfn_jax.gflownet.sampling import sample_batches
 
 # log_reward(terminal_state) -> (log_r [], terms: dict[str, []]) on ONE state; the train step vmaps it.
 LogReward = Callable[[Any], tuple[jnp.ndarray, dict[str, jnp.ndarray]]]

@@ -64,7 +64,7 @@ from hgfn_jax.crystal.types import Crystal
 from hgfn_jax.data.bond_stats import BondTable, load_bond_table
 from hgfn_jax.rewards import physics
 from hgfn_jax.rewards.base import LogRewardFn, PropertyFn, Terms, f32, prepare, property_value
-from hgfn_jax.rewards.crystal_gfn import CrystalGFNRewardConfig, make_crystalgfn_reward
+from hgfn_jax.rewards.crystal_gfn import CrystalGFNRewardConfig, make_crystal_gfn_reward
 
 
 @dataclass(frozen=True)
@@ -267,7 +267,7 @@ def make_shaft_reward(
 _CONFIGS = {
     "chgflownet": CHGFlowNetRewardConfig,
     "shaft": ShaftRewardConfig,
-    "crystalgfn": CrystalGFNRewardConfig,
+    "crystal_gfn": CrystalGFNRewardConfig,
 }
 
 
@@ -277,7 +277,7 @@ def reward_from_config(
     bandgap_fn: PropertyFn | None = None,
     bond_table: BondTable | None = None,
 ) -> LogRewardFn:
-    """Builds a reward from a config dataclass or a mapping ``{"kind": "chgflownet"|"shaft"|"crystalgfn",
+    """Builds a reward from a config dataclass or a mapping ``{"kind": "chgflownet"|"shaft"|"crystal_gfn",
     **fields}`` (unknown fields raise). For Crystal-GFN the property function is ``energy_fn`` for the
     formation-energy target and ``bandgap_fn`` for the band-gap target."""
     if isinstance(config, Mapping):
@@ -297,7 +297,7 @@ def reward_from_config(
         return make_shaft_reward(config, energy_fn, bandgap_fn, bond_table)
     if isinstance(config, CrystalGFNRewardConfig):
         fn = bandgap_fn if config.target == "band_gap" else energy_fn
-        return make_crystalgfn_reward(config, fn)
+        return make_crystal_gfn_reward(config, fn)
     raise TypeError(f"unsupported reward config type {type(config).__name__}")
 
 

@@ -46,7 +46,7 @@ class CrystalGFNRewardConfig:
     volume_penalty: float | None = 10.0  # log-reward lost per e-fold outside the range; None: the floor
 
 
-def make_crystalgfn_reward(
+def make_crystal_gfn_reward(
     config: CrystalGFNRewardConfig = CrystalGFNRewardConfig(),
     property_fn: PropertyFn | None = None,
 ) -> LogRewardFn:

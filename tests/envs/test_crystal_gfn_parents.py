@@ -168,8 +168,12 @@ def test_tb_matches_enumerable_target_in_chain_mode(learn_pb):
     orderings (LiCoO3, LiCo3O, Li3CoO in Pm-3m). The target puts extra weight on those three, so a P_B that
     leaks mass to the unbuildable orderings (the old rule) under-samples them by a third."""
     els, groups, cap = ("Li", "Co", "O"), (221, 229), 3
-    env = CrystalGFN(elements=els, spacegroups=groups, max_per_element=cap, max_distinct=3, min_incr=0.5,
-                     n_comp=2, composition_mode="chain", learn_pb=learn_pb)
+    # Fixed P_B: min_incr 0.99 makes the lattice stage one source step whose target density (uniform) a Beta
+    # mixture represents exactly; at 0.5 the fixed backward lattice process is one the forward family cannot match
+    # and TB's misspecified optimum biases the discrete marginal by a seed-dependent amount (TV 0.035 / 0.062 at
+    # training seeds 0 / 1, learned log Z 0.13 below the truth). Learned P_B adapts to the forward family: 0.5.
+    env = CrystalGFN(elements=els, spacegroups=groups, max_per_element=cap, max_distinct=3,
+                     min_incr=0.5 if learn_pb else 0.99, n_comp=2, composition_mode="chain", learn_pb=learn_pb)
     assert not env.comp.exact
     terminals = _chain_terminals(els, groups, cap)
     assert len(terminals) == 28 and sum(q < 1 for q in terminals.values()) == 3
@@ -200,7 +204,7 @@ def test_tb_matches_enumerable_target_in_chain_mode(learn_pb):
     sample_jit = jax.jit(sample, static_argnums=2)
     v_reward = jax.jit(jax.vmap(log_reward))
     log_w = []  # importance weights log R(x) + log P_B(tau|x) - log P_F(tau) of on-policy trajectories
-    for j in range(4):
+    for j in range(8):
         traj = sample_jit(ts.params, jax.random.PRNGKey(100 + j), 5000)
         final = traj.final
         key = np.asarray(jnp.sum(final.composition.counts * weights, axis=-1))
@@ -217,10 +221,4 @@ def test_tb_matches_enumerable_target_in_chain_mode(learn_pb):
           f"true {log_z:.4f}")
     assert tv < 0.05, tv
     np.testing.assert_allclose(log_z_is, log_z, atol=0.05)
-    if learn_pb:
-        np.testing.assert_allclose(log_z_hat, log_z, atol=0.05)
-    else:
-        # TB's log Z converges to E[log R + log P_B - log P_F] = log Z - KL(P_F || P_B R / Z): a lower bound,
-        # measured 0.13 below here, the KL of a 2-component Beta mixture against the fixed backward lattice
-        # density; the importance-sampled estimate above is the exact check
-        assert log_z - 0.2 < log_z_hat < log_z + 0.05, (log_z_hat, log_z)
+    np.testing.assert_allclose(log_z_hat, log_z, atol=0.05)

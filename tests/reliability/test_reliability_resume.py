@@ -22,8 +22,8 @@ import pytest
 
 from experiments.configs import get_config
 from experiments.tasks import build_task
-from hgfn_jax.rundir.metrics_log import MetricsLog
 from hgfn_jax.gflownet.train import ConfigMismatchError, compiled, train_and_evaluate
+from hgfn_jax.rundir.metrics_log import MetricsLog
 
 TOTAL = 30
 

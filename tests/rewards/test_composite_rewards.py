@@ -207,13 +207,13 @@ def test_shaft_matches_host_reference(setup, chg_out, shaft_out):
     assert terms["r_bond"][i("overlap")] < 0.01 < terms["r_bond"][i("nacl")]
 
 
-def test_crystalgfn_rewards(setup):
+def test_crystal_gfn_rewards(setup):
     crystal = setup["crystal"]
-    fe = jax.jit(jax.vmap(crystal_gfn.make_crystalgfn_reward(property_fn=setup["energy_fn"])))(crystal)
+    fe = jax.jit(jax.vmap(crystal_gfn.make_crystal_gfn_reward(property_fn=setup["energy_fn"])))(crystal)
     cfg_bg = crystal_gfn.CrystalGFNRewardConfig(target="band_gap")
-    bg = jax.jit(jax.vmap(crystal_gfn.make_crystalgfn_reward(cfg_bg, setup["bandgap_fn"])))(crystal)
+    bg = jax.jit(jax.vmap(crystal_gfn.make_crystal_gfn_reward(cfg_bg, setup["bandgap_fn"])))(crystal)
     cfg_de = crystal_gfn.CrystalGFNRewardConfig(target="density")
-    de = jax.jit(jax.vmap(crystal_gfn.make_crystalgfn_reward(cfg_de)))(crystal)
+    de = jax.jit(jax.vmap(crystal_gfn.make_crystal_gfn_reward(cfg_de)))(crystal)
     for b, (name, s) in enumerate(zip(setup["names"], setup["structures"], strict=True)):
         if name in BROKEN:
             assert fe[0][b] == -100.0 and bg[0][b] == pytest.approx(math.log(1e-8)), name
@@ -246,7 +246,7 @@ def test_config_factory_and_errors(setup):
     assert "energy" not in terms and log_r.shape == (N_REAL + len(CASES),) and log_r.dtype == jnp.float32
     assert {"r_bond", "r_density", "r_comp", "log_reward", "structure_valid"} <= set(terms)
     fn = composite.reward_from_config(
-        {"kind": "crystalgfn", "target": "band_gap"}, bandgap_fn=setup["bandgap_fn"]
+        {"kind": "crystal_gfn", "target": "band_gap"}, bandgap_fn=setup["bandgap_fn"]
     )
     assert set(jax.eval_shape(fn, jax.tree.map(lambda x: x[0], setup["crystal"]))[1]) >= {"band_gap"}
     with pytest.raises(ValueError, match="unknown chgflownet reward config fields"):
@@ -262,7 +262,7 @@ def test_config_factory_and_errors(setup):
             composite.CHGFlowNetRewardConfig(low_energy_rule="x"), setup["energy_fn"]
         )
     with pytest.raises(ValueError, match="needs property_fn"):
-        crystal_gfn.make_crystalgfn_reward(crystal_gfn.CrystalGFNRewardConfig(target="band_gap"))
+        crystal_gfn.make_crystal_gfn_reward(crystal_gfn.CrystalGFNRewardConfig(target="band_gap"))
 
 
 def test_no_nan_under_debug_nans(setup, jitted, debug_nans):

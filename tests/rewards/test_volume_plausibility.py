@@ -17,7 +17,7 @@ from experiments.configs._crystal_gfn import DATA_SET_VOLUME_PER_ATOM
 from experiments.crystal_gfn import plausible_volume_share
 from hgfn_jax.crystal.types import Crystal
 from hgfn_jax.paths import data_dir
-from hgfn_jax.rewards.crystal_gfn import CrystalGFNRewardConfig, make_crystalgfn_reward
+from hgfn_jax.rewards.crystal_gfn import CrystalGFNRewardConfig, make_crystal_gfn_reward
 
 
 def test_range_is_the_data_sets():
@@ -47,9 +47,9 @@ def _cell(a: float, n: int, angles=(90.0, 90.0, 90.0)) -> Crystal:
 def test_reward_penalises_implausible_cells(target, penalty):
     value = {"formation_energy": -1.0, "band_gap": 1.2}.get(target)  # eV/atom, eV: rewards above the floor
     fn = (lambda c: (jnp.asarray(value), jnp.asarray(True))) if target != "density" else None
-    on = jax.jit(make_crystalgfn_reward(
+    on = jax.jit(make_crystal_gfn_reward(
         CrystalGFNRewardConfig(target=target, volume_per_atom=(5.0, 100.0), volume_penalty=penalty), fn))
-    off = jax.jit(make_crystalgfn_reward(CrystalGFNRewardConfig(target=target), fn))
+    off = jax.jit(make_crystal_gfn_reward(CrystalGFNRewardConfig(target=target), fn))
     floor = {"formation_energy": -100.0, "band_gap": np.log(1e-8), "density": np.log(1e-8)}[target]
     # (a, n, angles): volume per atom from pymatgen decides which are plausible, incl. a skewed cell
     cases = [(3.0, 2, (90, 90, 90)), (6.0, 4, (90, 90, 90)), (12.0, 2, (90, 90, 90)), (5.5, 8, (60, 70, 80)),
@@ -77,9 +77,9 @@ def test_reward_penalises_implausible_cells(target, penalty):
                 assert float(lr_on) == pytest.approx(want, abs=1e-3)
     assert n_in >= 2
     with pytest.raises(ValueError, match="volume_per_atom"):
-        make_crystalgfn_reward(CrystalGFNRewardConfig(target=target, volume_per_atom=(10.0, 5.0)), fn)
+        make_crystal_gfn_reward(CrystalGFNRewardConfig(target=target, volume_per_atom=(10.0, 5.0)), fn)
     with pytest.raises(ValueError, match="volume_penalty"):
-        make_crystalgfn_reward(CrystalGFNRewardConfig(target=target, volume_per_atom=(5.0, 10.0),
+        make_crystal_gfn_reward(CrystalGFNRewardConfig(target=target, volume_per_atom=(5.0, 10.0),
                                                       volume_penalty=-1.0), fn)
 
 

@@ -38,10 +38,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import betaln
 
 from hgfn_jax.crystal import constraints as cons
 from hgfn_jax.envs.crystal_gfn.types import LatticeState
+from hgfn_jax.gflownet.distributions import beta_mixture_logpdf, sample_beta
 
 N_PARAMS = 6
 R_EPS = 1e-6  # relative increments are clipped to [R_EPS, 1 - R_EPS] (Mila epsilon)
@@ -103,59 +103,12 @@ def _split(out: jnp.ndarray, cfg: LatticeConfig):
 
 
 def mixture_logpdf(logits: jnp.ndarray, alpha: jnp.ndarray, beta: jnp.ndarray, r: jnp.ndarray) -> jnp.ndarray:
-    """``[6]`` log density of ``r [6]`` under the per-dimension Beta mixtures (``[6, K]`` parameters)."""
-    r = jnp.clip(r, R_EPS, 1.0 - R_EPS)[:, None]
-    comp = (alpha - 1.0) * jnp.log(r) + (beta - 1.0) * jnp.log1p(-r) - betaln(alpha, beta)
-    return jax.nn.logsumexp(jax.nn.log_softmax(logits, axis=-1) + comp, axis=-1)
+    """``[6]`` log density of ``r [6]`` under the per-dimension Beta mixtures (``[6, K]`` parameters), ``r``
+    clipped to the Mila epsilon first."""
+    return beta_mixture_logpdf(logits, alpha, beta, r, R_EPS)
 
 
 N_UNIFORMS = 3 + 2 * N_PARAMS + 2 * N_PARAMS  # policy-mix, EOS(policy), EOS(random); components; r_rand; boosts
-
-
-def _log_gamma_plus1(key, a: jnp.ndarray) -> jnp.ndarray:
-    """log of Gamma(a + 1, 1) draws (exact Marsaglia-Tsang rejection). Each round draws, per variable, one
-    standard normal and one acceptance uniform: the normals come in Box-Muller pairs (both the cosine and the sine
-    of one pair of uniforms, two independent normals), so a round costs 1.5 uniforms per variable, all from one
-    draw. Rounds repeat (``while_loop``) until every variable is accepted."""
-    d = a + 1.0 - 1.0 / 3.0
-    c = 1.0 / jnp.sqrt(9.0 * d)
-    n = a.size
-    n_pairs = (n + 1) // 2
-
-    def draw(i):
-        u = jax.random.uniform(jax.random.fold_in(key, i), (2 * n_pairs + n,), minval=1e-12, maxval=1.0)
-        rad = jnp.sqrt(-2.0 * jnp.log(u[:n_pairs]))
-        ang = 2.0 * jnp.pi * u[n_pairs : 2 * n_pairs]
-        x = jnp.concatenate([rad * jnp.cos(ang), rad * jnp.sin(ang)])[:n].reshape(a.shape)
-        v = (1.0 + c * x) ** 3
-        vpos = jnp.maximum(v, 1e-30)
-        ok = (v > 0) & (jnp.log(u[2 * n_pairs :].reshape(a.shape)) < 0.5 * x * x + d - d * vpos + d * jnp.log(vpos))
-        return jnp.log(d) + jnp.log(vpos), ok
-
-    def cond(carry):
-        return ~jnp.all(carry[2])
-
-    def body(carry):
-        i, logv, done = carry
-        new, ok = draw(i)
-        return i + 1, jnp.where(done, logv, new), done | ok
-
-    first, ok0 = draw(0)  # the first round outside the loop (most draws are accepted there)
-    _, logv, _ = jax.lax.while_loop(cond, body, (jnp.ones((), jnp.int32), first, ok0))
-    return logv
-
-
-def sample_beta_logit(key, a: jnp.ndarray, b: jnp.ndarray, boost_u: jnp.ndarray) -> jnp.ndarray:
-    """logit of Beta(a, b) draws: log X - log Y, X ~ Gamma(a), Y ~ Gamma(b), in log space (stable for small
-    a, b): log Gamma(a) = log Gamma(a + 1) + log(U) / a. ``boost_u``: ``[2, ...]`` uniforms in (0, 1]."""
-    ab = jnp.stack([a, b])
-    logg = _log_gamma_plus1(key, ab) + jnp.log(jnp.maximum(boost_u, 1e-30)) / ab
-    return logg[0] - logg[1]
-
-
-def sample_beta(key, a: jnp.ndarray, b: jnp.ndarray, boost_u: jnp.ndarray) -> jnp.ndarray:
-    """Beta(a, b) draws (float32: values within ~6e-8 of 0 or 1 round to the bound, then get clipped)."""
-    return jax.nn.sigmoid(sample_beta_logit(key, a, b, boost_u))
 
 
 def free_mask(tab: LatticeTables, lattice_system: jnp.ndarray) -> jnp.ndarray:
