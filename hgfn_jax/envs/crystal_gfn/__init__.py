@@ -4,7 +4,8 @@ Public API: :class:`CrystalGFN` (the environment), :class:`Restrictions` and the
 (``FE_O``, ``LI_MN_O``, ``CUBIC``, ``LATTICE_10_20``), the state/action PyTrees, and the paper defaults.
 """
 
-from hgfn_jax.envs.crystal_gfn.env import PAPER_ELEMENTS, PAPER_SPACEGROUPS, CrystalGFN
+from hgfn_jax.envs.crystal_gfn.defaults import PAPER_ELEMENTS, PAPER_SPACEGROUPS
+from hgfn_jax.envs.crystal_gfn.env import CrystalGFN
 from hgfn_jax.envs.crystal_gfn.restrictions import (
     CUBIC,
     FE_O,

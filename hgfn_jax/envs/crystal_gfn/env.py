@@ -42,6 +42,7 @@ from hgfn_jax.envs.crystal_gfn import composition_subspace as comp
 from hgfn_jax.envs.crystal_gfn import lattice_subspace as lat
 from hgfn_jax.envs.crystal_gfn import spacegroup_subspace as sgs
 from hgfn_jax.envs.crystal_gfn import wyckoff as wy
+from hgfn_jax.envs.crystal_gfn.defaults import PAPER_ELEMENTS, PAPER_SPACEGROUPS
 from hgfn_jax.envs.crystal_gfn.restrictions import Restrictions, resolve
 from hgfn_jax.envs.crystal_gfn.types import (
     LATTICE_EOS,
@@ -55,12 +56,7 @@ from hgfn_jax.envs.crystal_gfn.types import (
     CrystalAction,
     CrystalState,
 )
-from hgfn_jax.envs.crystal_gfn.validation import (
-    positive_int,
-    validate_elements,
-    validate_range,
-    validate_spacegroups,
-)
+from hgfn_jax.envs.crystal_gfn.validation import validate_elements, validate_sizes, validate_spacegroups
 from hgfn_jax.gflownet.distributions import sample_masked_icdf
 from hgfn_jax.gflownet.env import (
     NEG_INF,
@@ -69,22 +65,6 @@ from hgfn_jax.gflownet.env import (
     masked_log_softmax,
     tree_where,
 )
-
-PAPER_ELEMENTS = (
-    "H", "Li", "B", "C", "N", "O", "F", "Na", "Mg", "Al", "Si", "P", "S", "Cl", "K", "V", "Mn", "Fe", "Co", "Ni",
-    "Cu", "Se",
-)  # fmt: skip
-"""App. B: the 22 most common elements of MatBench (Mila config ``elements``)."""
-
-PAPER_SPACEGROUPS = (
-    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21, 25, 26, 29, 30, 31, 33, 36, 38, 40, 41,
-    43, 44, 46, 47, 51, 52, 53, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 69, 70, 71, 72, 74, 82, 84, 85,
-    86, 87, 88, 92, 99, 102, 107, 113, 114, 121, 122, 123, 126, 129, 131, 136, 137, 138, 139, 140, 141, 146, 147,
-    148, 150, 155, 156, 160, 161, 162, 163, 164, 166, 167, 176, 181, 185, 186, 187, 189, 192, 194, 198, 199, 205,
-    206, 216, 217, 220, 221, 224, 225, 227, 229, 230,
-)  # fmt: skip
-"""App. B: the 113 space groups of the intersection of the proxy's train and validation sets (Mila config
-``space_groups_subset`` of ``starling_fe.yaml``)."""
 
 
 class CrystalGFN(Environment):
@@ -121,25 +101,10 @@ class CrystalGFN(Environment):
         self.elements = validate_elements(elements)
         self.z = np.array([elm.atomic_number(s) for s in self.elements], np.int32)
         self.spacegroups = validate_spacegroups(spacegroups)
-        cap = positive_int("max_per_element", max_per_element)
-        max_atoms = positive_int("max_atoms", max_atoms)
-        min_distinct = positive_int("min_distinct", min_distinct)
-        max_distinct = positive_int("max_distinct", max_distinct)
+        cap, max_atoms, min_distinct, max_distinct, lengths, angles = validate_sizes(
+            len(self.elements), max_per_element, max_atoms, min_distinct, max_distinct, lengths, angles, min_incr,
+            n_comp, beta_min, beta_max)
         n_el = len(self.elements)
-        max_distinct = min(max_distinct, n_el)  # a bound above the number of elements does not bind
-        if not min_distinct <= max_distinct <= n_el:
-            raise ValueError(
-                f"need 1 <= min_distinct <= max_distinct <= number of elements ({n_el}), "
-                f"got min_distinct={min_distinct}, max_distinct={max_distinct}"
-            )
-        if max_atoms < min_distinct:
-            raise ValueError(f"max_atoms={max_atoms} cannot hold min_distinct={min_distinct} elements")
-        lengths = validate_range("lengths", lengths, 0.0, np.inf)
-        angles = validate_range("angles", angles, 0.0, 180.0)
-        if not 0.0 < min_incr < 1.0:
-            raise ValueError(f"min_incr must be in (0, 1), got {min_incr}")
-        if n_comp < 1 or not 0.0 < beta_min or not 0.0 < beta_max:
-            raise ValueError(f"need n_comp >= 1 and positive beta_min/beta_max, got {n_comp}, {beta_min}, {beta_max}")
         self.cap = cap
         self.learn_pb = bool(learn_pb)
         self.base_lengths, self.base_angles = lengths, angles
@@ -478,4 +443,4 @@ class CrystalGFN(Environment):
         return bool(comp.valid_host(self.comp_config, self.wyckoff, int(rows[0]), np.asarray([counts]), ox)[0])
 
 
-__all__ = ["CrystalGFN", "PAPER_ELEMENTS", "PAPER_SPACEGROUPS"]
+__all__ = ["CrystalGFN"]

@@ -52,3 +52,27 @@ def validate_range(name: str, rng, lo: float, hi: float) -> tuple[float, float]:
     if not (lo <= a < b <= hi) or (lo == 0.0 and a <= 0.0):
         raise ValueError(f"{name} range must satisfy {lo} < low < high <= {hi}, got ({a}, {b})")
     return a, b
+
+
+def validate_sizes(n_el: int, max_per_element, max_atoms, min_distinct, max_distinct, lengths, angles, min_incr,
+                   n_comp, beta_min, beta_max) -> tuple[int, int, int, int, tuple[float, float], tuple[float, float]]:
+    """The environment's size and range arguments, checked: ``(cap, max_atoms, min_distinct, max_distinct,
+    lengths, angles)``; ``max_distinct`` above the number of elements ``n_el`` is lowered to it (it does not bind)."""
+    cap = positive_int("max_per_element", max_per_element)
+    max_atoms = positive_int("max_atoms", max_atoms)
+    min_distinct = positive_int("min_distinct", min_distinct)
+    max_distinct = min(positive_int("max_distinct", max_distinct), n_el)
+    if not min_distinct <= max_distinct <= n_el:
+        raise ValueError(
+            f"need 1 <= min_distinct <= max_distinct <= number of elements ({n_el}), "
+            f"got min_distinct={min_distinct}, max_distinct={max_distinct}"
+        )
+    if max_atoms < min_distinct:
+        raise ValueError(f"max_atoms={max_atoms} cannot hold min_distinct={min_distinct} elements")
+    lengths = validate_range("lengths", lengths, 0.0, np.inf)
+    angles = validate_range("angles", angles, 0.0, 180.0)
+    if not 0.0 < min_incr < 1.0:
+        raise ValueError(f"min_incr must be in (0, 1), got {min_incr}")
+    if n_comp < 1 or not 0.0 < beta_min or not 0.0 < beta_max:
+        raise ValueError(f"need n_comp >= 1 and positive beta_min/beta_max, got {n_comp}, {beta_min}, {beta_max}")
+    return cap, max_atoms, min_distinct, max_distinct, lengths, angles
