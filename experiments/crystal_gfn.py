@@ -4,7 +4,10 @@ Evaluation writes to the run directory:
 - ``samples.jsonl``: one CIF-like record per sample (formula, space group, lattice, predicted property);
 - ``property_hist.png``: the predicted property of the trained samples against the data set (DFT labels, or the
   exact density) and an untrained model, as in the paper's figures;
-- ``restricted_<name>.jsonl`` + a summary per sampling-time restriction (Fe-O, Li-Mn-O, cubic, lattice range).
+- ``restricted_<name>.jsonl`` + a summary per sampling-time restriction (Fe-O, Li-Mn-O, cubic, lattice range);
+- ``eval/metrics.json``, ``eval/report.md``: the evaluation suite (``experiments.evaluate``, composition level) on
+  the first ``eval.suite.n`` samples of ``samples.jsonl`` (``eval.suite.enabled=False``: skipped); its outcome, or
+  the error that stopped it, is ``eval_suite`` in the summary.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.configs._crystal_gfn import DATA_SET_VOLUME_PER_ATOM
+from experiments.evaluate import run_suite
 from hgfn_jax.crystal import elements as elm
 from hgfn_jax.crystal.lattice import density as crystal_density
 from hgfn_jax.crystal.lattice import volume as lattice_volume
@@ -223,6 +227,8 @@ def build_crystal_gfn(config) -> Task:
                 with (workdir / f"restricted_{name}.jsonl").open("w") as f:
                     f.writelines(json.dumps(r) + "\n" for r in _records(env, rinfo, rprop, np.asarray(rlr), target))
                 out["restricted"][name] = _summary(env, rinfo, rprop, target)
+        # the evaluation suite (composition level: no positions) on samples.jsonl (eval.suite; eval/report.md)
+        out.update(run_suite(workdir, config.eval.get("suite")))
         print(json.dumps(out, indent=2))
         return out
 

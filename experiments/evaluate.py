@@ -9,6 +9,10 @@ Reads the run's samples and writes ``RUN_DIR/eval/metrics.json``, ``per_sample.c
   composition-level metrics are computed (SMACT/charge validity, composition diversity, crystal-system diversity,
   composition uniqueness/novelty, volume per atom, and the hull with the run's own predicted formation energy);
   the report says so.
+
+Training runs end with the same suite (``run_suite``, called by the task's evaluation in
+``experiments/hierarchical.py`` and ``experiments/crystal_gfn.py``) with the settings of the config block
+``eval.suite``; ``--set eval.suite.enabled=False`` turns it off.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import json
 import math
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +68,49 @@ def load_run(run_dir: Path, n: int | None):
     raise SystemExit(f"{run_dir}: neither cifs/*.cif nor samples.jsonl found")
 
 
+def evaluate_run(run_dir: str | Path, n: int | None = None, relaxer: str = "m3gnet", max_steps: int = 300,
+                 time_limit: float = 60.0, relax_batch: int = 32, mode_threshold: float = 0.0,
+                 fingerprints: bool = True) -> dict:
+    """The suite on ``run_dir`` (what the CLI runs): writes ``eval/metrics.json``, ``per_sample.csv``,
+    ``report.md`` and the plots, returns the metrics. The arguments are the CLI's flags."""
+    from hgfn_jax.metrics import report
+    from hgfn_jax.metrics.suite import evaluate_samples
+
+    run_dir = Path(run_dir)
+    samples, pred, notes = load_run(run_dir, n)
+    relax = None
+    if relaxer != "none" and any(s.structure is not None for s in samples):
+        from hgfn_jax.metrics.relax import Relaxer
+
+        name = {"m3gnet": "M3GNet-MP-2021.2.8-PES", "tensornet": "TensorNet-MatPES-PBE-v2025.1-PES"}[relaxer]
+        relax = Relaxer(name, max_steps=max_steps, time_limit_s=time_limit, batch_size=relax_batch)
+        notes.append(f"Relaxed with {name} (FIRE + FrechetCellFilter, fmax 0.1 eV/A, <= {max_steps} steps, "
+                     f"<= {time_limit:g} s per structure, batches of {relax_batch}).")
+    elif relaxer == "none":
+        notes.append("No relaxation (--relaxer none): no match rate; energies are of the generated structures.")
+    metrics, per = evaluate_samples(samples, relaxer=relax, predicted_formation_energy=pred,
+                                    fingerprints=fingerprints)
+    from hgfn_jax.metrics import cost, modes, plots
+
+    if (run_dir / "summary.json").exists() or (run_dir / "checkpoints").is_dir():
+        metrics["cost"] = cost.cost_metrics(run_dir)
+    if (run_dir / "visited.jsonl").exists():
+        curve = modes.modes_curve(modes.read_visited(run_dir / "visited.jsonl"), mode_threshold)
+        metrics["modes"] = {k: v.tolist() for k, v in curve.items()} | {"threshold": mode_threshold}
+    metrics["notes"] = notes
+    out = run_dir / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    written = plots.write_plots(out, samples, per, metrics, run_dir.name)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    cols = sorted(per)
+    with (out / "per_sample.csv").open("w") as f:
+        f.write("name," + ",".join(cols) + "\n")
+        for i, s in enumerate(samples):
+            f.write(s.name + "," + ",".join(str(per[c][i]) for c in cols) + "\n")
+    (out / "report.md").write_text(report.render(metrics, run_dir.name, notes, written))
+    return metrics
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir")
@@ -75,46 +123,43 @@ def main(argv=None) -> dict:
                     help="log-reward at or above which a visited state is a mode (visited.jsonl)")
     ap.add_argument("--no-fingerprints", action="store_true", help="skip CrystalNN/Magpie diversity")
     args = ap.parse_args(argv)
-
-    from hgfn_jax.metrics import report
-    from hgfn_jax.metrics.suite import evaluate_samples
-
-    run_dir = Path(args.run_dir)
-    samples, pred, notes = load_run(run_dir, args.n)
-    relaxer = None
-    if args.relaxer != "none" and any(s.structure is not None for s in samples):
-        from hgfn_jax.metrics.relax import Relaxer
-
-        name = {"m3gnet": "M3GNet-MP-2021.2.8-PES", "tensornet": "TensorNet-MatPES-PBE-v2025.1-PES"}[args.relaxer]
-        relaxer = Relaxer(name, max_steps=args.max_steps, time_limit_s=args.time_limit,
-                          batch_size=args.relax_batch)
-        notes.append(f"Relaxed with {name} (FIRE + FrechetCellFilter, fmax 0.1 eV/A, <= {args.max_steps} steps, "
-                     f"<= {args.time_limit:g} s per structure, batches of {args.relax_batch}).")
-    elif args.relaxer == "none":
-        notes.append("No relaxation (--relaxer none): no match rate; energies are of the generated structures.")
-    metrics, per = evaluate_samples(samples, relaxer=relaxer, predicted_formation_energy=pred,
-                                    fingerprints=not args.no_fingerprints)
-    from hgfn_jax.metrics import cost, modes, plots
-
-    if (run_dir / "summary.json").exists() or (run_dir / "checkpoints").is_dir():
-        metrics["cost"] = cost.cost_metrics(run_dir)
-    if (run_dir / "visited.jsonl").exists():
-        curve = modes.modes_curve(modes.read_visited(run_dir / "visited.jsonl"), args.mode_threshold)
-        metrics["modes"] = {k: v.tolist() for k, v in curve.items()} | {"threshold": args.mode_threshold}
-    metrics["notes"] = notes
-    out = run_dir / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    written = plots.write_plots(out, samples, per, metrics, run_dir.name)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
-    cols = sorted(per)
-    with (out / "per_sample.csv").open("w") as f:
-        f.write("name," + ",".join(cols) + "\n")
-        for i, s in enumerate(samples):
-            f.write(s.name + "," + ",".join(str(per[c][i]) for c in cols) + "\n")
-    (out / "report.md").write_text(report.render(metrics, run_dir.name, notes, written))
+    metrics = evaluate_run(args.run_dir, n=args.n, relaxer=args.relaxer, max_steps=args.max_steps,
+                           time_limit=args.time_limit, relax_batch=args.relax_batch,
+                           mode_threshold=args.mode_threshold, fingerprints=not args.no_fingerprints)
+    out = Path(args.run_dir) / "eval"
     print(json.dumps({k: metrics[k] for k in ("n", "timing")}, indent=2))
     print(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
     return metrics
+
+
+def run_suite(run_dir: str | Path, suite) -> dict:
+    """The suite at the end of a training run, as the CLI runs it, with the settings of the config block
+    ``eval.suite`` (``enabled``, ``n``, ``relaxer``, ``max_steps``, ``fingerprints``). Returns the entry merged
+    into the run's summary: ``{"eval_suite": {"report", "metrics", "n", "seconds", "settings"}}``, ``{}`` when
+    the block is absent or disabled. A failure inside the suite never loses the trained run: it is caught,
+    printed as one warning line naming the exception, and returned as ``{"eval_suite": {"error": ...}}``; the
+    samples and CIFs written before stay."""
+    if suite is None or not suite.get("enabled", False):
+        return {}
+    run_dir = Path(run_dir)
+    settings = {"n": suite.get("n"), "relaxer": suite.get("relaxer", "m3gnet"),
+                "max_steps": int(suite.get("max_steps", 300)), "fingerprints": bool(suite.get("fingerprints", True))}
+    t0 = time.perf_counter()
+    try:
+        metrics = evaluate_run(run_dir, **settings)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - SystemExit: load_run's "no samples" exit
+        error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        cli = (f"python -m experiments.evaluate {run_dir}" + (f" --n {settings['n']}" if settings["n"] else "")
+               + f" --relaxer {settings['relaxer']} --max-steps {settings['max_steps']}"
+               + ("" if settings["fingerprints"] else " --no-fingerprints"))
+        print(f"warning: evaluation suite failed ({error}); the run's samples and summary are kept; retry with "
+              f"{cli}", flush=True)
+        return {"eval_suite": {"error": error, "settings": settings}}
+    seconds = round(time.perf_counter() - t0, 2)
+    print(f"evaluation report: {run_dir / 'eval' / 'report.md'} ({metrics['n']} samples, {seconds:.0f} s)",
+          flush=True)
+    return {"eval_suite": {"report": "eval/report.md", "metrics": "eval/metrics.json", "n": metrics["n"],
+                           "seconds": seconds, "settings": settings}}
 
 
 if __name__ == "__main__":

@@ -23,7 +23,10 @@ directory:
   diversity (Shannon index over the six families), unique modes (A.3.5: the three validities, both bond-distance
   constraints, E < 0, distinct compositions), the fraction whose spglib group (symprec 0.1) is the chosen one;
   the same metrics for an untrained policy of the same architecture;
-- ``training_curves.png``: mean log-reward, loss and reward terms over training.
+- ``training_curves.png``: mean log-reward, loss and reward terms over training;
+- ``eval/metrics.json``, ``eval/report.md`` and plots: the evaluation suite (``experiments.evaluate``) on the first
+  ``eval.suite.n`` CIFs (the top-ranked), with the settings of ``eval.suite`` (``enabled=False``: skipped); its
+  outcome, or the error that stopped it, is ``eval_suite`` in the summary.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.evaluate import run_suite
 from hgfn_jax.crystal.types import Crystal
 from hgfn_jax.gflownet.sampling import sample_batches
 from hgfn_jax.gflownet.train import EvalContext, Task
@@ -339,6 +343,8 @@ def build_hierarchical(config) -> Task:
             out["untrained_top_k"] = quality_metrics(s0.crystal, t0, np.asarray(lr0), top0,
                                                      bond_ok(s0.crystal)[top0], energy_penalty=bridge.invalid_value)
         _plot_curves(workdir)
+        # the evaluation suite on the top-ranked CIFs just written (eval.suite; eval/report.md)
+        out.update(run_suite(workdir, ev.get("suite")))
         print(json.dumps(out, indent=2))
         return out
 

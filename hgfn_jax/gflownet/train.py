@@ -295,6 +295,9 @@ def train_and_evaluate(config, task: Task, workdir: str | Path, stop_after: int 
     if host_stats:
         summary["host_stats"] = host_stats()
     if task.evaluate is not None:
+        # written before the task's evaluation too, so evaluation code reading the run directory (the suite's cost
+        # figures) sees this run's iterations and timing, never a previous call's; rewritten below with its results
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
         summary.update(task.evaluate(EvalContext(samples=samples, log_r=log_r, terms=terms, workdir=workdir,
                                                  state=ts, sample_fn=sample_jit, config=config)))
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")

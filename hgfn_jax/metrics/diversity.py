@@ -180,8 +180,12 @@ def diversity_metrics(samples: list[Sample], structures: bool = True, scaled: bo
         ok = [f for f in st_fps if f is not None]
         out["structure_fingerprint_failed"] = len(samples) - len(ok)
         out["structure_diversity"] = mean_pairwise_distance(ok)
+    return out | crystal_system_metrics(samples)
+
+
+def crystal_system_metrics(samples: list[Sample]) -> dict:
+    """Crystal-system Shannon index (bits) and counts of the samples' chosen groups (no fingerprints: cheap)."""
     groups = [s.spacegroup for s in samples if s.spacegroup is not None]
-    out["crystal_system_diversity_bits"] = crystal_system_diversity(groups) if groups else float("nan")
-    out["crystal_system_counts"] = {CRYSTAL_SYSTEMS[k]: v for k, v in
-                                    sorted(Counter(crystal_system(g) for g in groups).items())}
-    return out
+    return {"crystal_system_diversity_bits": crystal_system_diversity(groups) if groups else float("nan"),
+            "crystal_system_counts": {CRYSTAL_SYSTEMS[k]: v for k, v in
+                                      sorted(Counter(crystal_system(g) for g in groups).items())}}

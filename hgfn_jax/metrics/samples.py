@@ -54,9 +54,11 @@ class Sample:
         if self.lattice is None or not np.all(np.isfinite(self.lattice)):
             return None
         try:
-            return float(Lattice.from_parameters(*self.lattice).volume)
-        except Exception:  # noqa: BLE001 - impossible angles
+            vol = float(Lattice.from_parameters(*self.lattice).volume)
+        except Exception:  # noqa: BLE001
             return None
+        # impossible angle triples (Crystal-GFN's independent 50-150 degree ranges): pymatgen gives volume 0
+        return vol if math.isfinite(vol) and vol > 1e-12 else None
 
 
 def structure_error(s: Structure) -> str | None:

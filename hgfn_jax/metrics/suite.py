@@ -1,6 +1,7 @@
 """One call that runs every metric on a list of samples: ``evaluate_samples(samples, relaxer=...)``.
 
-Stages (each timed, seconds in ``metrics["timing"]``): validity, uniqueness/novelty, diversity, properties,
+Stages (each timed, seconds in ``metrics["timing"]``): validity, uniqueness/novelty, diversity (without
+``fingerprints`` only the crystal-system index, no CrystalNN / Magpie), properties,
 relaxation (optional), formation energy (M3GNet Eform of the relaxed structure, or of the generated one when no
 relaxer is given, or the generator's own prediction for composition-only samples), hull and S.U.N.
 """
@@ -48,6 +49,8 @@ def evaluate_samples(samples: list[Sample], relaxer=None, predicted_formation_en
             out["diversity_cdvae_valid_only"] = {k: d[k] for k in ("structure_diversity", "composition_diversity",
                                                                    "composition_diversity_scaled") if k in d}
         timing["diversity"] = time.perf_counter() - t
+    else:  # no CrystalNN / Magpie fingerprints; the crystal-system index costs nothing
+        out["diversity"] = {"n": len(samples), **diversity.crystal_system_metrics(samples)}
 
     t = time.perf_counter()
     out["properties"] = properties.property_metrics(samples)

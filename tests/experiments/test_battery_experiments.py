@@ -1,6 +1,7 @@
 """The battery experiments (CHGFlowNet, SHAFT, flat baseline) end to end on their ``test`` presets, with the
 real M3GNet formation-energy model behind the host callback: training, exact kill-and-resume, evaluation
-outputs (CIFs readable by pymatgen, records), and energy-model failures counted instead of raised."""
+outputs (CIFs readable by pymatgen, records, the evaluation suite's eval/report.md checked against the CIFs, a
+failing suite that keeps the run), and energy-model failures counted instead of raised."""
 
 import json
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Structure
 
+import experiments.evaluate
 from experiments.configs import get_config
 from experiments.tasks import build_task
 from hgfn_jax.gflownet.train import train_and_evaluate
@@ -73,9 +75,29 @@ def test_chgflownet_battery_kill_and_resume_is_exact(tmp_path):
         assert any(el.symbol in cfg.env.required_elements for el in s.composition.elements)
     assert (run / "training_curves.png").stat().st_size > 0
 
+    # ---- the evaluation suite the run ended with (test preset: every CIF written, no relaxation)
+    assert summary["eval_suite"]["n"] == len(cifs) and summary["eval_suite"]["report"] == "eval/report.md"
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert metrics["n"] == metrics["n_with_structure"] == len(cifs)
+    # CDVAE structure validity recomputed from the CIFs with pymatgen's distance matrix (distinct-site pairs)
+    ok = []
+    for path in cifs:
+        d = Structure.from_file(path).distance_matrix
+        ok.append(bool(np.all(d[np.triu_indices(len(d), 1)] > 0.5)))
+    assert metrics["validity"]["structure_cdvae"] == pytest.approx(np.mean(ok))
+    report = (run / "eval" / "report.md").read_text()
+    assert f"(distinct sites, V >= 0.1 A^3): {np.mean(ok):.4g}." in report
+    # the suite's cost figures read this run's summary (written before the evaluation), not a stale one
+    assert metrics["cost"]["train_seconds"] == pytest.approx(summary["train_seconds_this_call"])
 
-@pytest.mark.parametrize("exp", ["shaft_battery", "gfn_flat_battery"])
-def test_other_battery_experiments_train_and_evaluate(exp, tmp_path):
+
+@pytest.mark.parametrize(("exp", "suite_fails"), [("shaft_battery", False), ("gfn_flat_battery", True)])
+def test_other_battery_experiments_train_and_evaluate(exp, suite_fails, tmp_path, monkeypatch, capsys):
+    if suite_fails:  # a failure inside the evaluation suite must not lose the trained run
+        def boom(*args, **kwargs):
+            raise RuntimeError("suite exploded\n(second line)")
+
+        monkeypatch.setattr(experiments.evaluate, "evaluate_run", boom)
     cfg = _small(get_config(exp, "test"))
     cfg.train.num_iterations = 2
     cfg.eval.num_samples = 8
@@ -88,3 +110,17 @@ def test_other_battery_experiments_train_and_evaluate(exp, tmp_path):
     assert np.isfinite(out["log_r"]).all()
     assert out["summary"]["trained_top_k"]["n"] == 4
     assert out["summary"]["host_stats"]["energy/evaluated"] == 2 * cfg.train.batch_size + 8
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["trained_top_k"]["n"] == 4 and summary["iterations"] == 2
+    assert len((tmp_path / "samples.jsonl").read_text().splitlines()) == 8
+    cifs = sorted((tmp_path / "cifs").glob("rank_*.cif"))
+    assert len(cifs) == summary["cifs_written"] > 0
+    if suite_fails:
+        error = "RuntimeError: suite exploded (second line)"
+        assert summary["eval_suite"]["error"] == out["summary"]["eval_suite"]["error"] == error
+        assert f"warning: evaluation suite failed ({error})" in capsys.readouterr().out
+        assert not (tmp_path / "eval" / "report.md").exists()
+    else:
+        assert summary["eval_suite"]["n"] == len(cifs)
+        assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["n"] == len(cifs)
+        assert "# Evaluation of" in (tmp_path / "eval" / "report.md").read_text()

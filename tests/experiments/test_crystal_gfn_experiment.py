@@ -1,5 +1,6 @@
 """End to end: the Crystal-GFN experiment trains, samples, evaluates and writes its outputs (density target,
-which needs no proxy), and every sampled record is a valid crystal under independent checks."""
+which needs no proxy) and the evaluation suite's eval/report.md, and every sampled record is a valid crystal under
+independent checks."""
 
 import json
 
@@ -57,3 +58,12 @@ def test_crystal_gfn_density_experiment_end_to_end(tmp_path):
                          oxidation_states_set=None) for r in records]
     assert all(ok)
     assert np.isfinite(out["log_r"]).all()
+    # the evaluation suite the run ended with: the first eval.suite.n records, composition level (no positions);
+    # CDVAE composition validity recomputed with SMACT's own screening function
+    n = cfg.eval.suite.n
+    assert summary["eval_suite"]["n"] == n and (tmp_path / "eval" / "report.md").exists()
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["n"] == n and metrics["n_with_structure"] == 0
+    cdvae = [smact_validity(Composition(r["composition"]), use_pauling_test=True, include_alloys=True,
+                            oxidation_states_set="smact14") for r in records[:n]]
+    assert metrics["validity"]["composition_cdvae"] == pytest.approx(np.mean(cdvae))

@@ -90,6 +90,8 @@ def test_broken_input_is_counted_not_raised():
     # judged on the composition alone: NaCl twice, Na twice (one element) and Li2O (composition-only record)
     assert math.isclose(m["composition_cdvae"], 5 / 8)
     assert samples[7].volume == pytest.approx(64.0)
+    # an impossible angle triple (pymatgen clips it to a flat cell of volume 0): no volume, never a 0 to divide by
+    assert sm.from_record({"composition": {"Li": 2, "O": 1}, "lattice": [3, 4, 5, 50, 50, 150]}).volume is None
 
 
 def test_self_image_distance_counts_for_pgcgm_not_cdvae():
