@@ -46,12 +46,19 @@ def main(quick: bool = False) -> list[dict]:
 
     records = []
     # A trained policy costs exactly what the untrained 3 x 256 MLP costs (same network, other weights).
+    # Two outputs per policy: the terminal states only (XLA then drops the log-probabilities from the program:
+    # what a pure sampler costs), and the whole trajectory with per-step log P_F / log P_B and actions (what
+    # training needs, and what the Mila sampler computes and stores: the like-for-like comparison).
+    outputs = {"final_only": lambda t: t.final, "full_trajectory": lambda t: t}
     for name, apply, params in (("random_policy", random_apply, None), ("mlp_3x256", mlp_apply, mlp_params)):
-        for batch in batches:
-            fn = jax.jit(lambda k, p, apply=apply, batch=batch: rollout(k, env, apply, p, batch, explore).final)
-            compile_s, per_call = time_jax(fn, jax.random.PRNGKey(1), params, min_time=0.5 if quick else 2.0)
-            records.append(record(f"crystal_gfn_rollout_{name}", batch, per_call, compile_s,
-                                  unit="trajectories", max_steps=env.max_steps))
+        for out_name, out in outputs.items():
+            for batch in batches:
+                fn = jax.jit(lambda k, p, apply=apply, batch=batch, out=out:
+                             out(rollout(k, env, apply, p, batch, explore)))
+                compile_s, per_call = time_jax(fn, jax.random.PRNGKey(1), params, min_time=0.5 if quick else 2.0)
+                suffix = "" if out_name == "final_only" else "_full_trajectory"
+                records.append(record(f"crystal_gfn_rollout_{name}{suffix}", batch, per_call, compile_s,
+                                      unit="trajectories", output=out_name, max_steps=env.max_steps))
     # Training throughput of the paper preset (10 trajectories per iteration, 3 x 256 MLPs, TB update):
     # the paper's 50,000 iterations = 500,000 trajectories.
     from experiments.configs import get_config
