@@ -7,9 +7,12 @@ import json
 import numpy as np
 import pytest
 from pymatgen.core import Composition, Lattice
+from pymatgen.symmetry.groups import SpaceGroup
+from scipy.stats import entropy
 from smact.screening import smact_validity
 
 from experiments.configs import get_config
+from experiments.evaluate import run_suite
 from experiments.tasks import build_task
 from hgfn_jax.crystal.spacegroup import host_tables
 from hgfn_jax.gflownet.train import train_and_evaluate
@@ -67,3 +70,17 @@ def test_crystal_gfn_density_experiment_end_to_end(tmp_path):
     cdvae = [smact_validity(Composition(r["composition"]), use_pauling_test=True, include_alloys=True,
                             oxidation_states_set="smact14") for r in records[:n]]
     assert metrics["validity"]["composition_cdvae"] == pytest.approx(np.mean(cdvae))
+    # without fingerprints the cheap crystal-system index is still reported: Shannon entropy in bits of pymatgen's
+    # crystal systems of the records' groups (scipy)
+    systems = [SpaceGroup.from_int_number(r["spacegroup"]).crystal_system for r in records[:n]]
+    _, freq = np.unique(systems, return_counts=True)
+    assert "structure_diversity" not in metrics["diversity"]
+    assert metrics["diversity"]["crystal_system_diversity_bits"] == pytest.approx(entropy(freq, base=2))
+
+
+def test_run_suite_disabled_or_absent_writes_nothing(tmp_path):
+    import ml_collections
+
+    assert run_suite(tmp_path, None) == {}
+    assert run_suite(tmp_path, ml_collections.ConfigDict(dict(enabled=False, n=8))) == {}
+    assert not (tmp_path / "eval").exists()
