@@ -2,6 +2,11 @@
 composition -> lattice) with a random policy (uniform logits, zero network cost) and with an untrained
 3 x 256 MLP policy (paper 001 App. B), at several batch sizes. Compile time is measured apart.
 
+Profile (kept in the output, record ``crystal_gfn_rollout_parts``): the random-policy rollout's batched
+environment entry points (``sample_action_batch``, ``log_pf_batch``, ``step_batch``, ``log_pb_batch``) timed
+one by one on the states of every step of one batch of trajectories, summed over the steps: where a rollout's
+time goes (the sum leaves out the scan's own overhead and the fusion across parts).
+
 Run: ``python -m benchmarks.bench_crystal_gfn`` (``main(quick=True)`` for a short run). Writes
 ``benchmarks/results/crystal_gfn.json``. Reference: the Mila gflownet implementation samples ~140 trajectories/s.
 """
@@ -27,6 +32,43 @@ class _MLP(nn.Module):
         for _ in range(3):
             x = nn.relu(nn.Dense(256)(x))
         return nn.Dense(self.fwd_dim)(x), nn.Dense(self.bwd_dim)(x)
+
+
+def profile_parts(env: CrystalGFN, batch: int, explore: Exploration, reps: int = 5) -> dict:
+    """Milliseconds per rollout spent in each batched entry point (random policy), summed over the steps."""
+    import time
+
+    def zero(params, states):
+        b = states.stage.shape[0]
+        return jnp.zeros((b, env.fwd_dim)), jnp.zeros((b, env.bwd_dim))
+
+    traj = jax.jit(lambda k: rollout(k, env, zero, None, batch, explore, return_states=True))(jax.random.PRNGKey(3))
+    fwd, bwd = zero(None, traj.final)
+    keys = jax.random.split(jax.random.PRNGKey(0), batch)
+    parts = {
+        "sample_action_batch": jax.jit(lambda s, a, s1: env.sample_action_batch(keys, fwd, s, explore)),
+        "log_pf_batch": jax.jit(lambda s, a, s1: env.log_pf_batch(fwd, s, a)),
+        "step_batch": jax.jit(lambda s, a, s1: env.step_batch(s, a)),
+        "log_pb_batch": jax.jit(lambda s, a, s1: env.log_pb_batch(bwd, s1, a, s)),
+    }
+    n_steps = int(jnp.max(traj.length))
+    out = {name: 0.0 for name in parts}
+    for t in range(n_steps):
+        s = jax.tree.map(lambda x, t=t: x[:, t], traj.states)
+        a = jax.tree.map(lambda x, t=t: x[:, t], traj.actions)
+        s1 = traj.final if t + 1 >= traj.step_mask.shape[1] else jax.tree.map(lambda x, t=t: x[:, t + 1], traj.states)
+        for name, fn in parts.items():
+            jax.block_until_ready(fn(s, a, s1))
+            best = float("inf")
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                jax.block_until_ready(fn(s, a, s1))
+                best = min(best, time.perf_counter() - t0)
+            out[name] += 1e3 * best
+    stages = jnp.asarray(traj.states.stage[:, :n_steps])
+    return {"ms_per_rollout": out, "steps_with_work": n_steps,
+            "states_per_stage": {k: int(jnp.sum((stages == i) & traj.step_mask[:, :n_steps]))
+                                 for i, k in enumerate(("spacegroup", "composition", "lattice"))}}
 
 
 def main(quick: bool = False) -> list[dict]:
@@ -59,6 +101,10 @@ def main(quick: bool = False) -> list[dict]:
                 suffix = "" if out_name == "final_only" else "_full_trajectory"
                 records.append(record(f"crystal_gfn_rollout_{name}{suffix}", batch, per_call, compile_s,
                                       unit="trajectories", output=out_name, max_steps=env.max_steps))
+    prof_batch = 1024
+    prof = profile_parts(env, prof_batch, explore, reps=2 if quick else 5)
+    records.append(record("crystal_gfn_rollout_parts", prof_batch, sum(prof["ms_per_rollout"].values()) / 1e3, 0.0,
+                          unit="trajectories (sum of the parts timed apart)", **prof))
     # Training throughput of the paper preset (10 trajectories per iteration, 3 x 256 MLPs, TB update):
     # the paper's 50,000 iterations = 500,000 trajectories.
     from experiments.configs import get_config

@@ -1,13 +1,15 @@
 """Shared timing and result-writing helpers for the benchmark scripts.
 
 Every benchmark writes ``benchmarks/results/<name>.json``: a list of records with at least
-``benchmark, batch, items_per_s, compile_s, device``. Compile time is measured apart (first call), then the
+``benchmark, batch, items_per_s, compile_s, device`` (and ``load_avg_1min``, the machine's load when the
+record was taken). Compile time is measured apart (first call), then the
 function is timed over repeated calls, blocking on the results.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -60,6 +62,7 @@ def record(benchmark: str, batch: int, seconds_per_call: float, compile_s: float
         "compile_s": float(compile_s),
         "device": device_name(),
         "seconds_per_call": float(seconds_per_call),
+        "load_avg_1min": float(os.getloadavg()[0]),  # other work on the machine while this ran
     }
     rec.update(extra)
     print(json.dumps(rec))

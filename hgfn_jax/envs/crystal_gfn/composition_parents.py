@@ -26,20 +26,25 @@ from the empty composition. This runs inside jit (fixed shapes, a static loop ov
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
-from jax import lax
 
 from hgfn_jax.envs.crystal_gfn import composition_subspace as comp
 from hgfn_jax.envs.crystal_gfn.types import CompositionState
 
 
-def _add_charge(tab: comp.CompositionTables, charges: jnp.ndarray, e: jnp.ndarray, n: jnp.ndarray) -> jnp.ndarray:
-    """``[NW] uint32``: charge bitset after adding ``n >= 1`` atoms of element ``e`` (as ``comp.step``)."""
-    k = jnp.clip(n - 1, 0, tab.config.cap - 1)
-    shifted = jax.vmap(comp._shift_words, in_axes=(None, 0))(charges, tab.shift_idx[e, k])  # [O, NW]
-    shifted = jnp.where(tab.shift_ok[e, k][:, None], shifted, jnp.uint32(0))
-    return lax.reduce(shifted, jnp.uint32(0), lax.bitwise_or, (0,))
+def _slots(m: int) -> list[int]:
+    return [j for j in range(m.bit_length()) if m >> j & 1]
+
+
+def _charge_grid(sh: jnp.ndarray, ok: jnp.ndarray, slots: list[int]) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Total charge ``[O^q]`` and validity of every choice of oxidation states of ``slots`` (one state each)."""
+    total, valid = jnp.zeros((), jnp.int32), jnp.ones((), bool)
+    for i, j in enumerate(slots):
+        shape = [1] * len(slots)
+        shape[i] = -1
+        total = total + sh[j].reshape(shape)
+        valid = valid & ok[j].reshape(shape)
+    return total.reshape(-1), valid.reshape(-1)
 
 
 def reachable_subsets(tab: comp.CompositionTables, row: jnp.ndarray, s: CompositionState) -> tuple[jnp.ndarray,
@@ -47,40 +52,71 @@ def reachable_subsets(tab: comp.CompositionTables, row: jnp.ndarray, s: Composit
     """Chain mode. Returns ``(idx [K] int32, reach [2^K] bool)``: the present elements in increasing index order
     (``K = max_distinct``; slots past ``n_elements`` are padding) and, for every subset ``m`` of those slots (bit
     ``j`` = slot ``j``), whether the forward policy can reach the sub-composition from the empty one. Subsets
-    containing padding slots are False; the empty subset is True."""
+    containing padding slots are False; the empty subset is True.
+
+    Cost (this runs for every state of a batch at every composition step): charge neutrality of a subset is
+    decided without building its charge set. For ``|m| <= 2`` every choice of oxidation states is enumerated
+    (``O^|m|`` sums); larger subsets read the charge set of their two highest slots (a boolean array filled by
+    one scatter of ``O^2`` sums, 6 of them for ``K = 5``) at ``-(sum of the other slots' charges)`` for every
+    choice of those (``O^(|m| - 2)`` reads). The full set uses the state's own tracker (``comp.is_valid``), and
+    the Wyckoff tracker reads one row of the automaton per subset. 2.4x (bit-shifted sumsets of the 4 singles
+    and 6 pairs) to ~6x (sumsets of all 31 subsets, the previous form) cheaper; identical results, checked
+    against the SMACT / pyxtal brute force in ``tests/envs/test_crystal_gfn_parents``.
+    """
     cfg = tab.config
     k_max = cfg.max_distinct
     present = s.counts > 0
     idx = jnp.nonzero(present, size=k_max, fill_value=0)[0].astype(jnp.int32)  # [K]
     filled = jnp.arange(k_max) < s.n_elements  # [K]
     cnt = jnp.where(filled, s.counts[idx], 0)  # [K]
-    init = comp.init_state(tab)
-    wy = [init.wyckoff]
-    charges = [init.charges]
+    kk = jnp.clip(cnt - 1, 0, cfg.cap - 1)
+    sh = tab.shift_idx[idx, kk]  # [K, O] charge n * ox of each slot's oxidation states
+    ok = tab.shift_ok[idx, kk] & filled[:, None]  # [K, O]
+    half = tab.half  # |charge of <= K - 1 slots| <= half
+    pair_sets: dict[int, jnp.ndarray] = {}
+
+    def pair_set(b: int) -> jnp.ndarray:  # [2 * half + 1] bool: charges of the two slots of b (+ half)
+        if b not in pair_sets:
+            total, valid = _charge_grid(sh, ok, _slots(b))
+            at = jnp.where(valid, total + half, 2 * half + 1)  # out of range: dropped
+            pair_sets[b] = jnp.zeros(2 * half + 1, bool).at[at].set(True, mode="drop")
+        return pair_sets[b]
+
+    def neutral(m: int) -> jnp.ndarray:
+        slots = _slots(m)
+        if len(slots) <= 2:
+            total, valid = _charge_grid(sh, ok, slots)
+            return jnp.any(valid & (total == 0))
+        total, valid = _charge_grid(sh, ok, slots[:-2])
+        look = half - total
+        hit = pair_set((1 << slots[-2]) | (1 << slots[-1]))[jnp.clip(look, 0, 2 * half)]
+        return jnp.any(valid & hit & (look >= 0) & (look <= 2 * half))
+
+    full = (1 << k_max) - 1
+    wy = [comp.init_state(tab).wyckoff]
     nel = [jnp.zeros((), jnp.int32)]
     atoms = [jnp.zeros((), jnp.int32)]
     metal = [jnp.ones((), bool)]
     exists = [jnp.ones((), bool)]
     reach = [jnp.ones((), bool)]
-    for m in range(1, 1 << k_max):
+    for m in range(1, full + 1):
         j = (m & -m).bit_length() - 1  # lowest slot of m
         p = m ^ (1 << j)
         e, n = idx[j], cnt[j]
-        wy.append(comp.wyckoff_next(tab, row, wy[p])[jnp.clip(n, 0, cfg.cap)])
-        charges.append(_add_charge(tab, charges[p], e, n))
         nel.append(nel[p] + 1)
-        atoms.append(atoms[p] + n)
-        metal.append(metal[p] & tab.metal[e])
         exists.append(exists[p] & filled[j])
-        sub = CompositionState(counts=s.counts, n_elements=nel[m], n_atoms=atoms[m], all_metal=metal[m],
-                               wyckoff=wy[m], charges=charges[m], code=s.code,
-                               parents=s.parents)
-        valid = exists[m] & comp.is_valid(tab, row, sub)
+        if m == full:  # all K slots: the state itself, whose own trackers say whether it is valid
+            valid = exists[m] & comp.is_valid(tab, row, s)
+        else:
+            wy.append(comp.wyckoff_add(tab, row, wy[p], n))
+            atoms.append(atoms[p] + n)
+            metal.append(metal[p] & tab.metal[e])
+            valid = exists[m] & comp.valid_chain(tab, nel[m], atoms[m], metal[m], wy[m], neutral(m))
         if p == 0:  # one element: the forward rule from the empty composition
-            ok = valid
+            ok1 = valid
             if not cfg.allow_elemental:
-                ok |= exists[m] & tab.pair_ok[row, e, jnp.clip(n - 1, 0, cfg.cap - 1)]
-            reach.append(ok)
+                ok1 |= exists[m] & tab.pair_ok[row, e, jnp.clip(n - 1, 0, cfg.cap - 1)]
+            reach.append(ok1)
         else:
             prev = [reach[m ^ (1 << i)] for i in range(k_max) if m >> i & 1]
             reach.append(valid & jnp.any(jnp.stack(prev)))

@@ -376,22 +376,33 @@ def wyckoff_next(tab: CompositionTables, row: jnp.ndarray, wbits: jnp.ndarray) -
     return lax.reduce(sel, jnp.uint32(0), lax.bitwise_or, (1,))
 
 
+def wyckoff_add(tab: CompositionTables, row: jnp.ndarray, wbits: jnp.ndarray, n: jnp.ndarray) -> jnp.ndarray:
+    """``[] uint32``: ``wyckoff_next(tab, row, wbits)[n]`` for one count ``n`` (one row of the automaton)."""
+    tr = tab.trans[row, jnp.clip(n, 0, tab.config.cap)]  # [R]
+    on = ((wbits >> jnp.arange(tr.shape[0], dtype=jnp.uint32)) & jnp.uint32(1)).astype(bool)
+    return lax.reduce(jnp.where(on, tr, jnp.uint32(0)), jnp.uint32(0), lax.bitwise_or, (0,))
+
+
 def is_valid(tab: CompositionTables, row: jnp.ndarray, s: CompositionState) -> jnp.ndarray:
     """``[] bool``: the composition satisfies every constraint (stop allowed)."""
-    cfg = tab.config
     if tab.exact:
         return tab.valid[row, s.code]
-    neutral = _bit(s.charges, jnp.asarray(tab.half))
+    return valid_chain(tab, s.n_elements, s.n_atoms, s.all_metal, s.wyckoff, _bit(s.charges, jnp.asarray(tab.half)))
+
+
+def valid_chain(tab: CompositionTables, n_elements, n_atoms, all_metal, wyckoff, neutral) -> jnp.ndarray:
+    """``[] bool``: chain-mode validity from the trackers (``neutral``: the charge set holds 0)."""
+    cfg = tab.config
     charge_ok = neutral
     if cfg.allow_elemental:
-        charge_ok |= s.n_elements == 1
+        charge_ok |= n_elements == 1
     if cfg.allow_alloys:
-        charge_ok |= s.all_metal
+        charge_ok |= all_metal
     return (
-        (s.n_elements >= max(cfg.min_distinct, 1))
-        & (s.n_elements <= cfg.max_distinct)
-        & (s.n_atoms >= 1)
-        & (s.wyckoff != 0)
+        (n_elements >= max(cfg.min_distinct, 1))
+        & (n_elements <= cfg.max_distinct)
+        & (n_atoms >= 1)
+        & (wyckoff != 0)
         & charge_ok
     )
 
@@ -436,7 +447,7 @@ def step(tab: CompositionTables, row: jnp.ndarray, s: CompositionState, index: j
     e = index // cap
     n = index % cap + 1
     counts = s.counts.at[e].set(n)
-    wbits = wyckoff_next(tab, row, s.wyckoff)[n]
+    wbits = wyckoff_add(tab, row, s.wyckoff, n)
     if tab.exact:
         charges = s.charges
     else:
