@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from benchmarks.common import record, time_jax, write_results
 from hgfn_jax.envs.crystal_gfn import CrystalGFN
 from hgfn_jax.gflownet.env import Exploration
-from hgfn_jax.gflownet.rollout import rollout
+from hgfn_jax.gflownet.rollout import init_states, rollout
 
 
 class _MLP(nn.Module):
@@ -69,6 +69,37 @@ def profile_parts(env: CrystalGFN, batch: int, explore: Exploration, reps: int =
     return {"ms_per_rollout": out, "steps_with_work": n_steps,
             "states_per_stage": {k: int(jnp.sum((stages == i) & traj.step_mask[:, :n_steps]))
                                  for i, k in enumerate(("spacegroup", "composition", "lattice"))}}
+
+
+def policy_floor(task, params, batch: int, n_calls: int = 50) -> dict:
+    """What the two 3 x 256 MLPs alone cost per TB update, to read the training rate against: the policy runs on
+    the batch once per live scan step (``policy_step_ms`` per call; at most ``T + 1`` calls, fewer once every
+    trajectory is done), then with its gradient on all ``(T + 1) * B`` visited states (the replay of
+    ``gflownet.rollout``: ``policy_replay_ms``). Timed as ``n_calls`` evaluations inside one jitted scan (weights
+    varied per call so nothing is hoisted). ``policy_replay_gflop``: 2 flops per weight and state forward, 4
+    backward."""
+    env, apply = task.env, task.policy.apply
+    n_states = (env.max_steps + 1) * batch
+    states = init_states(env, n_states)  # the MLPs' cost does not depend on the values
+    small = jax.tree.map(lambda x: x[:batch], states)
+    n_weights = sum(x.size for x in jax.tree.leaves(params) if x.ndim == 2)
+
+    def perturb(p, i):
+        return jax.tree.map(lambda x: x * (1.0 + 1e-7 * i), p)
+
+    def step_calls(p):
+        return jax.lax.scan(lambda c, i: (c + sum(o.sum() for o in apply(perturb(p, i), small)), None), 0.0,
+                            jnp.arange(n_calls, dtype=jnp.float32))[0]
+
+    def replay_calls(p):
+        loss = lambda q: sum(o.sum() for o in apply(q, states))
+        body = lambda c, i: (c + sum(g.sum() for g in jax.tree.leaves(jax.grad(loss)(perturb(p, i)))), None)
+        return jax.lax.scan(body, 0.0, jnp.arange(n_calls, dtype=jnp.float32))[0]
+
+    _, t_step = time_jax(jax.jit(step_calls), params, min_time=1.0, max_reps=5)
+    _, t_replay = time_jax(jax.jit(replay_calls), params, min_time=1.0, max_reps=5)
+    return {"policy_step_ms": 1e3 * t_step / n_calls, "policy_replay_ms": 1e3 * t_replay / n_calls,
+            "policy_replay_gflop": 6 * n_weights * n_states / 1e9, "policy_weights": int(n_weights)}
 
 
 def main(quick: bool = False) -> list[dict]:
@@ -120,6 +151,7 @@ def main(quick: bool = False) -> list[dict]:
     rec = record("crystal_gfn_train_paper_preset", int(cfg.train.batch_size) * n_iter, per_call, compile_s,
                  unit="trajectories (TB updates of 10)", iterations_per_s=n_iter / per_call)
     rec["paper_preset_minutes_estimate"] = 50_000 / rec["iterations_per_s"] / 60
+    rec.update(policy_floor(task, init(jax.random.PRNGKey(0)).params["policy"], int(cfg.train.batch_size)))
     records.append(rec)
     write_results("crystal_gfn", records)
     return records

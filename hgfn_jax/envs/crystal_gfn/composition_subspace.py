@@ -377,10 +377,11 @@ def wyckoff_next(tab: CompositionTables, row: jnp.ndarray, wbits: jnp.ndarray) -
 
 
 def wyckoff_add(tab: CompositionTables, row: jnp.ndarray, wbits: jnp.ndarray, n: jnp.ndarray) -> jnp.ndarray:
-    """``[] uint32``: ``wyckoff_next(tab, row, wbits)[n]`` for one count ``n`` (one row of the automaton)."""
-    tr = tab.trans[row, jnp.clip(n, 0, tab.config.cap)]  # [R]
-    on = ((wbits >> jnp.arange(tr.shape[0], dtype=jnp.uint32)) & jnp.uint32(1)).astype(bool)
-    return lax.reduce(jnp.where(on, tr, jnp.uint32(0)), jnp.uint32(0), lax.bitwise_or, (0,))
+    """``[...] uint32``: ``wyckoff_next(tab, row, wbits)[n]`` for counts ``n`` (one row of the automaton each;
+    ``wbits`` and ``n`` of one shape)."""
+    tr = tab.trans[row, jnp.clip(n, 0, tab.config.cap)]  # [..., R]
+    on = ((wbits[..., None] >> jnp.arange(tr.shape[-1], dtype=jnp.uint32)) & jnp.uint32(1)).astype(bool)
+    return lax.reduce(jnp.where(on, tr, jnp.uint32(0)), jnp.uint32(0), lax.bitwise_or, (tr.ndim - 1,))
 
 
 def is_valid(tab: CompositionTables, row: jnp.ndarray, s: CompositionState) -> jnp.ndarray:
