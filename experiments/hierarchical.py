@@ -108,14 +108,22 @@ def make_log_reward(config, energy_fn=None):
     rc = config.reward
     cfg = reward_config(config)
     bridge = None
-    if energy_fn is None:
+    backend = rc.get("energy_backend", "host")
+    if backend not in ("host", "jax"):
+        raise ValueError(f"reward.energy_backend must be 'host' or 'jax', got {backend!r}")
+    # CHGFlowNet: no clamp on the energy (paper 000 A.3.6 sends predictions below -10 eV/atom to +10: the reward's
+    # rule); SHAFT: E clamped to [energy_min, energy_max]
+    clamp = None if rc.kind == "chgflownet" else (cfg.energy_min, cfg.energy_max)
+    if energy_fn is None and backend == "jax":  # the model inside the jitted step (hgfn_jax.models.in_graph)
+        from hgfn_jax.models.in_graph import make_jax_property_fn
+
+        energy_fn = make_jax_property_fn(rc.energy_model, clamp=clamp, invalid_value=cfg.energy_penalty,
+                                         k=rc.get("energy_k"))
+    if energy_fn is None:  # the reference: matgl in torch through the host callback, failures counted by reason
         # before torch / matgl load (seconds): a configured models folder without this model fails here, at once
         paths.model_folder(rc.energy_model)
         from hgfn_jax.models.host_bridge import make_property_fn
 
-        # CHGFlowNet: no clamp in the bridge (paper 000 A.3.6 sends predictions below -10 eV/atom to +10: the
-        # reward's rule); SHAFT: E clamped to [energy_min, energy_max]
-        clamp = None if rc.kind == "chgflownet" else (cfg.energy_min, cfg.energy_max)
         bridge = make_property_fn(rc.energy_model, clamp=clamp, invalid_value=cfg.energy_penalty,
                                   batch_size=rc.get("energy_batch_size"), max_sites=resolved_n_max(config))
         energy_fn = bridge
@@ -351,5 +359,6 @@ def build_hierarchical(config) -> Task:
     name = {"chgflownet": "chgflownet", "shaft": "shaft"}[config.reward.kind]
     if config.env.kind == "flat":
         name = f"gfn_flat_{name}_reward"
-    return Task(f"{name}_battery", env, policy, log_reward, evaluate=evaluate, host_stats=_host_stats(bridge),
+    host_stats = None if bridge is None else _host_stats(bridge)  # the in-graph backend counts nothing on the host
+    return Task(f"{name}_battery", env, policy, log_reward, evaluate=evaluate, host_stats=host_stats,
                 extras={"energy_bridge": bridge})

@@ -55,9 +55,16 @@ def battery_config(method: str, preset: str) -> ml_collections.ConfigDict:
     # constant and ablation switch of the reward is a field here (defaults: the reward config's), e.g. paper 000
     # Table 4's rows: --set reward.use_density=False (use_energy / use_bond / use_composition); SHAFT Table 5's:
     # --set reward.w_density=0 (w_energy / w_bond / w_validity).
+    # energy_backend: "host" (matgl in torch through a host callback, the reference, with per-reason failure
+    # counters) or "jax" (the same model in JAX inside the jitted step, hgfn_jax.models.in_graph: MEGNet /
+    # M3GNet Eform only, equal to the host values within 1e-4 eV/atom; no host round trip, so it runs on GPU). Its
+    # padded graph holds energy_k neighbours per atom (None: the model's 48 / 80, enough for data-set cells):
+    # crowded sampled cells beyond it are refused (penalty energy) where the host evaluates them - 23 of 64
+    # untrained CHGFlowNet test-preset samples at 80 - so raise it, or keep "host", where that matters.
     kind = "shaft" if method == "shaft" else "chgflownet"
     c.reward = ml_collections.ConfigDict(
-        dict(kind=kind, energy_model=M3GNET_EFORM, energy_batch_size=None, **reward_defaults(kind))
+        dict(kind=kind, energy_model=M3GNET_EFORM, energy_backend="host", energy_k=None, energy_batch_size=None,
+             **reward_defaults(kind))
     )
     c.train = ml_collections.ConfigDict(
         dict(batch_size=32, lr=1e-4, lr_z=0.1, num_iterations=math.ceil(1e5 / (32 * steps)), epsilon=0.0,

@@ -1,0 +1,98 @@
+"""In-graph property function: the JAX MEGNet / M3GNet Eform models with the host bridge's conventions.
+
+``make_jax_property_fn(model_name, ...)`` returns ``fn(crystal) -> (value [] float32, valid [] bool)`` on ONE
+padded :class:`~hgfn_jax.crystal.types.Crystal` (vmap it), the drop-in replacement of
+:func:`hgfn_jax.models.host_bridge.make_property_fn` inside a jitted training step (no host callback):
+
+- the same input screens, evaluated in JAX: overflowed padding, no real site, non-finite lattice or coordinates,
+  species outside 1..118, degenerate lattice (:func:`hgfn_jax.crystal.lattice.is_degenerate`), volume per atom
+  below ``min_volume_per_atom``, a lattice length above ``max_length``, two sites (periodic images included)
+  closer than ``min_distance``;
+- the model's own refusals (``valid`` False from :func:`hgfn_jax.models.megnet.energy` /
+  :func:`hgfn_jax.models.m3gnet.energy`: unsupported element, no bond, neighbour capacity or image window
+  exceeded), and a non-finite prediction;
+- the same output: ``value`` clamped to ``clamp``, ``invalid_value`` (default ``clamp[1]``) where not valid.
+
+Numbers equal the host bridge's within float error where both evaluate (``tests/models/test_in_graph.py``), but
+there are no per-reason counters (a jitted step cannot count on the host for free): a run using this backend logs
+the fraction of valid energies through the reward's terms instead. The host bridge's ``max_sites`` and neighbour
+search grid limits guard pymatgen / matgl memory and have no counterpart here (the padded graph has a fixed
+size); the model's capacity flags take their place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax.numpy as jnp
+import numpy as np
+
+from hgfn_jax.crystal.geometry import min_distance as crystal_min_distance
+from hgfn_jax.crystal.lattice import is_degenerate, volume_per_atom
+from hgfn_jax.crystal.types import Crystal
+
+PropertyFn = Callable[[Crystal], tuple[jnp.ndarray, jnp.ndarray]]
+
+
+def _module(model_name: str):
+    from hgfn_jax.models import m3gnet, megnet
+
+    modules = {megnet.NAME: megnet, m3gnet.NAME: m3gnet}
+    if model_name not in modules:
+        raise ValueError(f"no in-graph JAX model for {model_name!r}; available: {sorted(modules)} "
+                         "(use the host bridge for the others)")
+    return modules[model_name]
+
+
+def make_jax_property_fn(
+    model_name: str,
+    clamp: tuple[float, float] | None = (-10.0, 10.0),
+    invalid_value: float | None = None,
+    min_distance: float = 0.5,
+    min_volume_per_atom: float = 2.0,
+    max_length: float = 1000.0,
+    model_dir=None,
+    k: int | None = None,
+) -> PropertyFn:
+    """See the module docstring. ``k``: neighbour capacity per atom (the model's default when None)."""
+    module = _module(model_name)
+    if clamp is not None:
+        lo, hi = float(clamp[0]), float(clamp[1])
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise ValueError(f"clamp must be a finite (low, high) with low < high, got {clamp}")
+    if invalid_value is None:
+        if clamp is None:
+            raise ValueError("invalid_value is required when clamp is None")
+        invalid_value = clamp[1]
+    if not np.isfinite(invalid_value):
+        raise ValueError(f"invalid_value must be finite, got {invalid_value}")
+    if min_distance < 0 or min_volume_per_atom < 0 or not max_length > 0:
+        raise ValueError(f"need min_distance >= 0, min_volume_per_atom >= 0, max_length > 0; got {min_distance}, "
+                         f"{min_volume_per_atom}, {max_length}")
+    params = module.load_params(model_dir)  # converted once from ../shared/models, cached (fingerprint-guarded)
+    k = module.DEFAULT_K if k is None else int(k)
+
+    def fn(crystal: Crystal) -> tuple[jnp.ndarray, jnp.ndarray]:
+        mask = crystal.mask
+        lattice_ok = jnp.all(jnp.isfinite(crystal.lattice)) & ~is_degenerate(crystal.lattice)
+        frac_ok = jnp.all(jnp.where(mask[:, None], jnp.isfinite(crystal.frac), True))
+        species_ok = jnp.all(jnp.where(mask, (crystal.species >= 1) & (crystal.species <= 118), True))
+        screened = (~crystal.overflow & jnp.any(mask) & lattice_ok & frac_ok & species_ok)
+        # geometry only on a screened crystal (a stand-in cell otherwise, so nothing below produces NaN)
+        safe = crystal.replace(
+            lattice=jnp.where(screened, crystal.lattice, jnp.asarray([10.0, 10.0, 10.0, 90.0, 90.0, 90.0],
+                                                                     crystal.lattice.dtype)),
+            frac=jnp.where(screened & jnp.isfinite(crystal.frac), crystal.frac, 0.0).astype(crystal.frac.dtype),
+            species=jnp.clip(crystal.species, 0, 118))
+        screened &= volume_per_atom(safe) >= min_volume_per_atom
+        screened &= jnp.max(safe.lattice[:3]) <= max_length
+        if min_distance > 0:
+            screened &= crystal_min_distance(safe) >= min_distance
+        e, model_ok = module.energy(params, safe, k=k)
+        valid = screened & model_ok & jnp.isfinite(e)
+        value = jnp.where(valid, e, invalid_value)
+        if clamp is not None:
+            value = jnp.where(valid, jnp.clip(value, clamp[0], clamp[1]), invalid_value)
+        return value.astype(jnp.float32), valid
+
+    return fn
