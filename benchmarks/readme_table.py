@@ -59,6 +59,13 @@ ROWS = (
     Row("Crystal-GFN paper-preset training (10 trajectories per TB update, density reward), updates/s",
         Cell("crystal_gfn", ("crystal_gfn_train_paper_preset",), (), value="iterations_per_s", digits=1),
         "paper: 50,000 updates in 12-30 h"),
+    Row("training update per objective TB / DB / SubTB(0.9), hypergrid 8x8x8x8 (MLP 64 x 64), updates/s",
+        Cell("objectives", tuple(f"objectives_hypergrid_8x8x8x8_{o}" for o in ("tb", "db", "subtb")), (64,),
+             value="updates_per_s"),
+        "gfnx / torchgfn: not measured here"),
+    Row("the same on the Crystal-GFN paper preset (10 trajectories, learned P_B), updates/s",
+        Cell("objectives", tuple(f"objectives_crystal_gfn_paper_{o}" for o in ("tb", "db", "subtb")), (10,),
+             value="updates_per_s", digits=1)),
     Row("CHGFlowNet composite reward (JAX terms)", Cell("reward_terms", ("chgflownet_reward",), (1024,))),
     Row("M3GNet / MEGNet Eform through the host callback",
         Cell("reward_models", ("reward_model_callback",), (256,), {"model": "M3GNet-MP-2018.6.1-Eform"}),
@@ -133,7 +140,9 @@ def render() -> str:
         recs = cache[name]
         devices = sorted({r.get("device", "?") for r in recs})
         loads = [r["load_avg_1min"] for r in recs if "load_avg_1min" in r]
-        load = f"1-min load {min(loads):.1f}-{max(loads):.1f}" if loads else "load not recorded"
+        notes = sorted({r["machine_load"] for r in recs if "machine_load" in r})
+        load = (f"1-min load {min(loads):.1f}-{max(loads):.1f}" if loads
+                else "; ".join(notes) if notes else "load not recorded")
         lines.append(f"`{name}.json`: {', '.join(devices)}; {load}.  ")
     return "\n".join(lines).rstrip() + "\n"
 

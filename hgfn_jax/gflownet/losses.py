@@ -1,17 +1,8 @@
-"""GFlowNet objectives. Trajectory balance first (Malkin et al. 2022; paper 000 eq. 3 / eqs. 7-10)."""
+"""GFlowNet objectives (kept for existing imports): the objectives live in ``gflownet.objectives``, one module
+each; trajectory balance is ``gflownet.objectives.tb``."""
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
-from hgfn_jax.gflownet.rollout import Trajectory
-
-
-def trajectory_balance_residual(log_z: jnp.ndarray, traj: Trajectory, log_reward: jnp.ndarray) -> jnp.ndarray:
-    """``[B]`` residuals ``log Z + sum log P_F - log R(x) - sum log P_B``."""
-    return log_z + traj.sum_log_pf - log_reward - traj.sum_log_pb
-
-
-def trajectory_balance(log_z: jnp.ndarray, traj: Trajectory, log_reward: jnp.ndarray) -> jnp.ndarray:
-    """Mean squared trajectory-balance residual over the batch."""
-    return jnp.mean(jnp.square(trajectory_balance_residual(log_z, traj, log_reward)))
+from hgfn_jax.gflownet.objectives.db import detailed_balance  # noqa: F401
+from hgfn_jax.gflownet.objectives.subtb import subtrajectory_balance  # noqa: F401
+from hgfn_jax.gflownet.objectives.tb import trajectory_balance, trajectory_balance_residual  # noqa: F401

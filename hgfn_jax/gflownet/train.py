@@ -37,7 +37,9 @@ import optax
 from flax import struct
 
 from hgfn_jax.gflownet.env import Environment, Exploration
-from hgfn_jax.gflownet.losses import trajectory_balance
+from hgfn_jax.gflownet.objectives import objective_from
+from hgfn_jax.gflownet.objectives.common import trajectory_states
+from hgfn_jax.gflownet.objectives.flow import StateFlow, log_flow_of_trajectories, make_mlp_flow
 from hgfn_jax.gflownet.policy import Policy
 from hgfn_jax.gflownet.rollout import Trajectory, init_states, rollout
 from hgfn_jax.gflownet.sampling import sample_batches
@@ -103,6 +105,9 @@ class Task:
     host_stats: Callable[[], dict] | None = None
     # Task-specific handles for callers and tests (e.g. the energy bridge); the loop never reads them.
     extras: dict = field(default_factory=dict)
+    # The state-flow head log F(s) of the DB-family objectives (train.loss = db | subtb); None: an MLP over
+    # env.encode with train.flow_hidden (gflownet.objectives.flow). Unused by TB.
+    flow: StateFlow | None = None
     # The loop's jit cache, owned by this task object (not copied by dataclasses.replace: a task with another
     # reward compiles its own functions).
     cache: CompileCache = field(default_factory=CompileCache, init=False, repr=False, compare=False)
@@ -110,24 +115,26 @@ class Task:
 
 @struct.dataclass
 class TrainState:
-    params: Any  # {"policy": policy params, "log_z": [] float32}
+    params: Any  # {"policy": policy params, "log_z": [] float32} (+ "flow": state-flow params for db / subtb)
     opt_state: Any  # optax state (holds the injected learning rates)
     key: jax.Array  # [2] uint32 PRNG key
     step: jnp.ndarray  # [] int32: completed iterations
 
 
-def make_optimizer(lr: float | jnp.ndarray, lr_z: float | jnp.ndarray, grad_clip: float = 0.0):
+def make_optimizer(lr: float | jnp.ndarray, lr_z: float | jnp.ndarray, grad_clip: float = 0.0,
+                   lr_flow: float | jnp.ndarray | None = None):
+    """Adam per parameter group. ``lr_flow`` (not None) adds the state-flow group ``"flow"`` (DB-family)."""
     def adam(learning_rate):
         tx = optax.adam(learning_rate)
         return optax.chain(optax.clip_by_global_norm(grad_clip), tx) if grad_clip > 0 else tx
 
-    return optax.multi_transform(
-        {
-            "policy": optax.inject_hyperparams(adam)(learning_rate=lr),
-            "log_z": optax.inject_hyperparams(adam)(learning_rate=lr_z),
-        },
-        {"policy": "policy", "log_z": "log_z"},
-    )
+    groups = {
+        "policy": optax.inject_hyperparams(adam)(learning_rate=lr),
+        "log_z": optax.inject_hyperparams(adam)(learning_rate=lr_z),
+    }
+    if lr_flow is not None:
+        groups["flow"] = optax.inject_hyperparams(adam)(learning_rate=lr_flow)
+    return optax.multi_transform(groups, {k: k for k in groups})
 
 
 def exploration_from(cfg) -> Exploration:
@@ -145,12 +152,22 @@ class TrainFns(NamedTuple):
 
 
 def make_train(config, task: Task) -> TrainFns:
-    """Pure functions of the run. ``config.train`` holds batch_size, lr, lr_z, num_iterations, epsilon, ..."""
+    """Pure functions of the run. ``config.train`` holds batch_size, lr, lr_z, num_iterations, epsilon, ...,
+    ``loss`` (``tb`` | ``db`` | ``subtb``, default ``tb``; ``gflownet.objectives``), ``subtb_lambda`` (0.9),
+    and for the state-flow objectives ``lr_flow`` (default ``lr``) and ``flow_hidden`` (default (64, 64))."""
     tc = config.train
+    objective = objective_from(tc)  # a bad loss name / lambda fails here, before anything is traced
     env, policy = task.env, task.policy
     batch = int(tc.batch_size)
     explore = exploration_from(tc)
     v_reward = jax.vmap(task.log_reward)
+    flow = None
+    if objective.needs_flow:
+        flow = task.flow if task.flow is not None else make_mlp_flow(env, tuple(tc.get("flow_hidden", (64, 64))))
+
+    def _lr_flow(lr):
+        # the flow network follows the policy's (possibly swept) learning rate unless train.lr_flow is set
+        return None if flow is None else tc.get("lr_flow", lr)
 
     def init(rng, lr=None, lr_z=None):
         k_init, k_run = jax.random.split(rng)
@@ -158,16 +175,24 @@ def make_train(config, task: Task) -> TrainFns:
         # jitted: eager Flax init of a graph policy dispatches (and compiles) hundreds of small ops, ~1 min
         params = {"policy": jax.jit(policy.init)(k_init, example),
                   "log_z": jnp.asarray(tc.get("init_log_z", 0.0), jnp.float32)}
-        tx = make_optimizer(tc.lr if lr is None else lr, tc.lr_z if lr_z is None else lr_z, tc.get("grad_clip", 0.0))
+        if flow is not None:  # its own key derived from k_init: a TB run's keys and parameters are unchanged
+            params["flow"] = jax.jit(flow.init)(jax.random.fold_in(k_init, 1), example)
+        lr = tc.lr if lr is None else lr
+        tx = make_optimizer(lr, tc.lr_z if lr_z is None else lr_z, tc.get("grad_clip", 0.0), _lr_flow(lr))
         return TrainState(params=params, opt_state=tx.init(params), key=k_run, step=jnp.asarray(0, jnp.int32))
 
-    tx_static = make_optimizer(tc.lr, tc.lr_z, tc.get("grad_clip", 0.0))  # transform structure; lrs live in state
+    # transform structure; lrs live in state
+    tx_static = make_optimizer(tc.lr, tc.lr_z, tc.get("grad_clip", 0.0), _lr_flow(tc.lr))
 
     def loss_fn(params, key):
-        traj: Trajectory = rollout(key, env, policy.apply, params["policy"], batch, explore)
+        traj: Trajectory = rollout(key, env, policy.apply, params["policy"], batch, explore,
+                                   return_states=objective.needs_flow)
         log_r, terms = v_reward(jax.lax.stop_gradient(traj.final))
         log_r = jax.lax.stop_gradient(log_r)
-        loss = trajectory_balance(params["log_z"], traj, log_r)
+        log_flow = None
+        if flow is not None:
+            log_flow = log_flow_of_trajectories(flow, params["flow"], trajectory_states(traj))
+        loss = objective.loss(params["log_z"], traj, log_r, log_flow)
         metrics = {
             "loss": loss,
             "log_z": params["log_z"],
@@ -236,6 +261,7 @@ def train_and_evaluate(config, task: Task, workdir: str | Path, stop_after: int 
 
     workdir = Path(workdir)
     tc = config.train
+    objective_from(tc)  # a bad objective config fails before the run directory is touched
     chunk = int(tc.get("steps_per_call", 10))
     ckpt_every = int(tc.get("checkpoint_every", 100))
     if chunk < 1 or ckpt_every < 1 or ckpt_every % chunk:
