@@ -7,6 +7,10 @@ import importlib
 import pkgutil
 
 PRESETS = ("default", "paper", "test")
+# The training objective of every GFlowNet experiment: --set train.loss=db | subtb (train.subtb_lambda), with the
+# state-flow network's width and learning rate (None: the policy's lr). A run directory recorded before these
+# fields existed resumes as if it held these values (hgfn_jax.rundir.checkpoint.RESUME_DEFAULTS).
+OBJECTIVE_DEFAULTS = {"loss": "tb", "subtb_lambda": 0.9, "flow_hidden": (64, 64), "lr_flow": None}
 
 
 def available() -> list[str]:
@@ -21,6 +25,10 @@ def get_config(exp: str, preset: str = "default"):
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
     cfg = importlib.import_module(f"experiments.configs.{exp}").get_config(preset)
+    if "lr_z" in cfg.get("train", {}):  # a GFlowNet run: the objective is one --set away (hgfn_jax.gflownet.objectives)
+        for key, value in OBJECTIVE_DEFAULTS.items():
+            if key not in cfg.train:
+                setattr(cfg.train, key, value)
     cfg.exp = exp
     cfg.preset = preset
     return cfg

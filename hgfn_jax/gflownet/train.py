@@ -167,7 +167,10 @@ def make_train(config, task: Task) -> TrainFns:
 
     def _lr_flow(lr):
         # the flow network follows the policy's (possibly swept) learning rate unless train.lr_flow is set
-        return None if flow is None else tc.get("lr_flow", lr)
+        if flow is None:
+            return None
+        own = tc.get("lr_flow", None)  # None (the configs' default): follow lr
+        return lr if own is None else own
 
     def init(rng, lr=None, lr_z=None):
         k_init, k_run = jax.random.split(rng)

@@ -99,6 +99,12 @@ class ConfigMismatchError(ValueError):
 RESUME_MAY_CHANGE = tuple(f"train.{k}" for k in ("num_iterations", "steps_per_call", "checkpoint_every")) + ("eval",)
 
 
+# Fields added to the configs after runs were recorded with them absent: an absent field in a recorded config.json
+# compares as this value (the behaviour those runs had), so adding a field does not orphan older run directories.
+RESUME_DEFAULTS = {"train.loss": "tb", "train.subtb_lambda": 0.9, "train.flow_hidden": [64, 64],
+                   "train.lr_flow": None}
+
+
 def config_json(config) -> str:
     if hasattr(config, "to_json_best_effort"):
         return config.to_json_best_effort(indent=2)
@@ -117,6 +123,8 @@ def _flatten(d, prefix: str = "") -> dict:
 def config_differences(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
     """``[(field, saved value, current value)]`` for dotted fields that differ, except ``RESUME_MAY_CHANGE``."""
     a, b = _flatten(saved), _flatten(current)
+    if "train" in saved:  # a training config: the fields it predates hold their defaults
+        a = {**RESUME_DEFAULTS, **a}
     may = lambda k: any(k == f or k.startswith(f + ".") for f in RESUME_MAY_CHANGE)  # noqa: E731
     missing = object()
     return [(k, a.get(k, missing), b.get(k, missing)) for k in sorted(set(a) | set(b))
