@@ -56,6 +56,58 @@ def test_train_resume_is_exact_and_generates(small_data, tmp_path):
     assert all(r is not None and m is not None and len(m) <= len(r) for r, m in pairs)
 
 
+
+def _table1_metrics(state, generate, data, reference, n: int = 128, seed: int = 0):
+    """Distance / charge validity and the Wasserstein distances of Table 1 (the project's metrics) of ``n``
+    generated, expanded and merged structures; conditions and noise fixed by ``seed``."""
+    from hgfn_jax.metrics import properties, samples, validity
+
+    tables = make_tables()
+    gi, el = G.conditions(data, n, 1000 + seed)
+    crystals, _ = G.make_sampler(generate, tables)(state.g_params, state.g_stats, jax.random.PRNGKey(77 + seed),
+                                                   gi, el)
+    gen = [samples.from_structure(m, spacegroup=int(tables.spacegroups[g]))
+           for (_, m), g in zip(G.to_structures(crystals, 0.5), gi, strict=True)]
+    v = validity.validity_metrics(gen)
+    wd = properties.property_metrics(gen, reference=dict(reference))
+    return {"distance": v["distance_pgcgm"], "charge": v["charge_pgcgm"],
+            **{k: wd[f"wd_{k}"] for k in ("min_distance", "max_distance", "density")}}
+
+
+def test_training_raises_distance_validity_and_lowers_wasserstein_distances(small_data, tmp_path):
+    """Learning test (issue 14): the test preset (width 1/16, batch 8, 2 critic steps, dist_coor) trained 300
+    updates on the 23 real crystals of ``small_data`` against its untrained initialisation (train_gan with
+    ``stop_after=0``), 128 structures each, same conditions and noise; reference for the Wasserstein distances:
+    the 23 crystals themselves (pymatgen ``from_spacegroup`` of their base sites). It reuses the update compiled
+    by the resume test above (same config and data object; the iteration count is host-only).
+
+    Measured over init seeds 0-4 (untrained -> trained at 300; 600 updates change little):
+    distance validity 0.000 -> 0.773, 0.016 -> 0.969, 0.000 -> 0.906, 0.000 -> 0.914, 0.000 -> 0.766;
+    WD minD 2.54 -> 1.31, 2.52 -> 0.80, 2.54 -> 1.07, 2.54 -> 1.16, 2.54 -> 1.49;
+    WD density 6.02 -> 2.83, 6.02 -> 4.62, 6.13 -> 3.96, 6.06 -> 4.64, 6.05 -> 4.26;
+    charge validity 0.250 -> 0.375, 0.203 -> 0.281, 0.195 -> 0.305, 0.258 -> 0.297, 0.203 -> 0.398 (up by
+    0.04-0.20, within two standard errors of 128 samples for some seeds: NOT asserted);
+    WD maxD 6.31 -> 6.23, 6.64 -> 16.3, 8.61 -> 9.91, 6.90 -> 11.9, 5.53 -> 8.82 (gets WORSE at this size:
+    NOT asserted). Asserted margins, below every seed's measured change: distance validity +0.5, WD minD
+    -0.6 A, WD density -0.8 g/cm^3. Charge balance and maxD need the default preset (README)."""
+    from experiments.pgcgm import reference_structures
+    from hgfn_jax.metrics import properties, samples
+
+    cfg = get_config("pgcgm", "test")
+    cfg.train.num_iterations = cfg.train.checkpoint_every = 300
+    untrained = train_gan(cfg, tmp_path / "learn", small_data, stop_after=0, progress=False)
+    assert untrained["summary"]["iterations"] == 0
+    trained = train_gan(cfg, tmp_path / "learn", small_data, progress=False)
+    assert trained["summary"]["iterations"] == 300
+    ref = properties.sample_properties([samples.from_structure(s)
+                                        for s in reference_structures(small_data, len(small_data))])
+    before = _table1_metrics(untrained["state"], untrained["generate"], small_data, ref)
+    after = _table1_metrics(trained["state"], trained["generate"], small_data, ref)
+    print("untrained", before, "trained", after)
+    assert after["distance"] - before["distance"] >= 0.5, (before, after)
+    assert before["min_distance"] - after["min_distance"] >= 0.6, (before, after)
+    assert before["density"] - after["density"] >= 0.8, (before, after)
+
 def _threshold(z, ratio):
     return ratio * 2.0 * float(pgcgm.atomic_radii()[z])
 
@@ -87,3 +139,35 @@ def test_merge_keeps_clean_dataset_structures_and_their_group():
                 == SpacegroupAnalyzer(s, symprec=0.1).get_space_group_number())
         checked += 1
     assert checked >= 5
+
+
+def test_table1_variants_use_exactly_their_loss_terms(small_data, tmp_path):
+    """Table 1's rows (paper 003): PGCGM = adversarial loss only, +dist = + eq. 5 (inter and intra distance
+    losses), +dist+coor = + eq. 5 + eq. 6 (full and base coordinate losses). For each ``loss.variant`` the
+    objective the update differentiates reports its value (``g_loss``) and every term, whether used or not;
+    with weights 2, 3, 5, 7 and every term clearly non-zero, ``g_loss - g_adv`` must equal the weighted sum of
+    exactly the variant's terms and no other of the 16 subsets (so a term silently added or dropped fails)."""
+    import itertools
+
+    from hgfn_jax.gan.train import make_gan_train
+
+    spec = {"pgcgm": (0, 0, 0, 0), "dist": (1, 1, 0, 0), "dist_coor": (1, 1, 1, 1)}  # paper Table 1 caption
+    weights = np.asarray([2.0, 3.0, 5.0, 7.0])
+    # Initial state through train_gan (its jitted init is the one the resume test compiled: compiling an init
+    # costs ~50 s on the loaded 2-core CPU); the parameter shapes are the same for every variant.
+    ts = train_gan(get_config("pgcgm", "test"), tmp_path / "init", small_data, stop_after=0, progress=False)["state"]
+    for variant, on in spec.items():
+        cfg = get_config("pgcgm", "test")
+        cfg.loss.variant = variant
+        cfg.loss.lambdas = tuple(weights)
+        cfg.loss.phi = (0.5, 2.2, 0.5, 6.0)  # intra lower bound > 0 so that L_intra is non-zero at step 0
+        *_, g_loss = make_gan_train(cfg, small_data)
+        _, (_, m) = g_loss(ts.g_params, ts.g_stats, ts.d_params, jax.random.PRNGKey(1))  # eager: no compile
+        terms = np.asarray([float(m[k]) for k in ("l_inter", "l_intra", "l_full", "l_base")], np.float64)
+        assert np.all(terms > 1e-3), terms  # otherwise the subsets below could not be told apart
+        extra = float(m["g_loss"]) - float(m["g_adv"])
+        sums = {s: float(np.sum(weights * np.asarray(s) * terms)) for s in itertools.product((0, 1), repeat=4)}
+        tol = 1e-4 * (1.0 + abs(extra))
+        assert abs(extra - sums[on]) < tol, (variant, extra, sums[on])
+        others = [s for s, v in sums.items() if s != on and abs(v - sums[on]) < 10 * tol]
+        assert not others, (variant, others)
