@@ -108,6 +108,7 @@ def test_training_raises_distance_validity_and_lowers_wasserstein_distances(smal
     assert before["min_distance"] - after["min_distance"] >= 0.6, (before, after)
     assert before["density"] - after["density"] >= 0.8, (before, after)
 
+
 def _threshold(z, ratio):
     return ratio * 2.0 * float(pgcgm.atomic_radii()[z])
 
