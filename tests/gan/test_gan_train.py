@@ -24,10 +24,7 @@ def _leaves(ts):
     return [np.asarray(x) for x in jax.tree.leaves((ts.g_params, ts.g_stats, ts.d_params, ts.g_opt, ts.d_opt))]
 
 
-def test_train_resume_is_exact_generates_and_learns(small_data, tmp_path):
-    """Exact resume, generation through Algorithm 1 and merging, then the learning check (``_check_learning``),
-    in ONE test: they share the compiled update and init (memoised in hgfn_jax.gan.train; ~50-100 s to compile on
-    the loaded 2-core CPU), which separate tests would not when xdist puts them on different workers."""
+def test_train_resume_is_exact_and_generates(small_data, tmp_path):
     cfg = get_config("pgcgm", "test")
     full = train_gan(cfg, tmp_path / "full", small_data, progress=False)
     assert full["summary"]["finished"]
@@ -57,60 +54,6 @@ def test_train_resume_is_exact_generates_and_learns(small_data, tmp_path):
     assert np.allclose(lat[cubic, 0], lat[cubic, 2], rtol=1e-5)  # lengths tied by the group's system
     pairs = G.to_structures(crystals, 0.5)
     assert all(r is not None and m is not None and len(m) <= len(r) for r, m in pairs)
-
-    _check_learning(small_data, tmp_path)
-
-
-
-def _table1_metrics(state, generate, data, reference, n: int = 128, seed: int = 0):
-    """Distance / charge validity and the Wasserstein distances of Table 1 (the project's metrics) of ``n``
-    generated, expanded and merged structures; conditions and noise fixed by ``seed``."""
-    from hgfn_jax.metrics import properties, samples, validity
-
-    tables = make_tables()
-    gi, el = G.conditions(data, n, 1000 + seed)
-    crystals, _ = G.make_sampler(generate, tables)(state.g_params, state.g_stats, jax.random.PRNGKey(77 + seed),
-                                                   gi, el)
-    gen = [samples.from_structure(m, spacegroup=int(tables.spacegroups[g]))
-           for (_, m), g in zip(G.to_structures(crystals, 0.5), gi, strict=True)]
-    v = validity.validity_metrics(gen)
-    wd = properties.property_metrics(gen, reference=dict(reference))
-    return {"distance": v["distance_pgcgm"], "charge": v["charge_pgcgm"],
-            **{k: wd[f"wd_{k}"] for k in ("min_distance", "max_distance", "density")}}
-
-
-def _check_learning(small_data, tmp_path):
-    """Learning test (issue 14): the test preset (width 1/16, batch 8, 2 critic steps, dist_coor) trained 300
-    updates on the 23 real crystals of ``small_data`` against its untrained initialisation (train_gan with
-    ``stop_after=0``), 128 structures each, same conditions and noise; reference for the Wasserstein distances:
-    the 23 crystals themselves (pymatgen ``from_spacegroup`` of their base sites). It reuses the update compiled
-    by the resume test (same config and data object; the iteration count is host-only): ~30 s.
-
-    Measured over init seeds 0-4 (untrained -> trained at 300; 600 updates change little):
-    distance validity 0.000 -> 0.773, 0.016 -> 0.969, 0.000 -> 0.906, 0.000 -> 0.914, 0.000 -> 0.766;
-    WD minD 2.54 -> 1.31, 2.52 -> 0.80, 2.54 -> 1.07, 2.54 -> 1.16, 2.54 -> 1.49;
-    WD density 6.02 -> 2.83, 6.02 -> 4.62, 6.13 -> 3.96, 6.06 -> 4.64, 6.05 -> 4.26;
-    charge validity 0.250 -> 0.375, 0.203 -> 0.281, 0.195 -> 0.305, 0.258 -> 0.297, 0.203 -> 0.398 (up by
-    0.04-0.20, within two standard errors of 128 samples for some seeds: NOT asserted);
-    WD maxD 6.31 -> 6.23, 6.64 -> 16.3, 8.61 -> 9.91, 6.90 -> 11.9, 5.53 -> 8.82 (gets WORSE at this size:
-    NOT asserted). Asserted margins, below every seed's measured change: distance validity +0.5, WD minD
-    -0.6 A, WD density -0.8 g/cm^3. Charge balance and maxD need the default preset (README)."""
-    from experiments.pgcgm import reference_structures
-    from hgfn_jax.metrics import properties, samples
-
-    cfg = get_config("pgcgm", "test")
-    cfg.train.num_iterations = cfg.train.checkpoint_every = 300
-    untrained = train_gan(cfg, tmp_path / "learn", small_data, stop_after=0, progress=False)
-    assert untrained["summary"]["iterations"] == 0
-    trained = train_gan(cfg, tmp_path / "learn", small_data, progress=False)
-    assert trained["summary"]["iterations"] == 300
-    ref = properties.sample_properties([samples.from_structure(s)
-                                        for s in reference_structures(small_data, len(small_data))])
-    before = _table1_metrics(untrained["state"], untrained["generate"], small_data, ref)
-    after = _table1_metrics(trained["state"], trained["generate"], small_data, ref)
-    assert after["distance"] - before["distance"] >= 0.5, (before, after)
-    assert before["min_distance"] - after["min_distance"] >= 0.6, (before, after)
-    assert before["density"] - after["density"] >= 0.8, (before, after)
 
 
 def _threshold(z, ratio):
