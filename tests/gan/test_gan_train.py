@@ -116,13 +116,13 @@ def test_table1_variants_use_exactly_their_loss_terms(small_data):
 
     spec = {"pgcgm": (0, 0, 0, 0), "dist": (1, 1, 0, 0), "dist_coor": (1, 1, 1, 1)}  # paper Table 1 caption
     weights = np.asarray([2.0, 3.0, 5.0, 7.0])
-    params = None
+    tables, params = make_tables(), None
     for variant, on in spec.items():
         cfg = get_config("pgcgm", "test")
         cfg.loss.variant = variant
         cfg.loss.lambdas = tuple(weights)
         cfg.loss.phi = (0.5, 2.2, 0.5, 6.0)  # intra lower bound > 0 so that L_intra is non-zero at step 0
-        init, *_, g_loss = make_gan_train(cfg, small_data)
+        init, *_, g_loss = make_gan_train(cfg, small_data, tables)
         params = _random_state(init) if params is None else params  # same shapes for every variant
         _, (_, m) = g_loss(*params, jax.random.PRNGKey(1))  # eager: no compile
         terms = np.asarray([float(m[k]) for k in ("l_inter", "l_intra", "l_full", "l_base")], np.float64)
