@@ -7,7 +7,12 @@ For CHGFlowNet, SHAFT and the flat baseline (their ``default`` configs: encoder,
 - ``<exp>_train_update``: one trajectory-balance update of ``batch`` trajectories (rollout, reward, gradient,
   Adam), the unit of training; ``items_per_s`` counts trajectories.
 
+Each twice: with the energy through the host callback (``reward.energy_backend=host``, the reference; record names
+as above) and computed in-graph by the JAX model (``energy_backend=jax``, ``hgfn_jax.models.in_graph``; names with
+the suffix ``_jax_energy``), in the same run, so the two rates are comparable.
+
 The energy-excluded sampler rates are in ``bench_hierarchical.py``. Results: ``benchmarks/results/battery.json``.
+Run: ``python -m benchmarks.bench_battery [exp ...]`` (default: all three).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from benchmarks.common import record, time_jax, write_results
 EXPERIMENTS = ("chgflownet_battery", "shaft_battery", "gfn_flat_battery")
 
 
-def main(quick: bool = False):
+def main(quick: bool = False, experiments=EXPERIMENTS):
     from experiments.configs import get_config
     from experiments.tasks import build_task
     from hgfn_jax.gflownet.env import Exploration
@@ -28,32 +33,38 @@ def main(quick: bool = False):
 
     batches = (32,) if quick else (32, 128)
     records = []
-    for exp in EXPERIMENTS:
-        cfg = get_config(exp, "default")
-        task = build_task(cfg)
-        v_reward = jax.vmap(task.log_reward)
-        for b in batches:
-            cfg.train.batch_size = b
-            init, update, *_ = make_train(cfg, task)
-            ts = init(jax.random.PRNGKey(0))
+    for exp in experiments:
+        for backend in ("host", "jax"):
+            cfg = get_config(exp, "default")
+            cfg.reward.energy_backend = backend
+            suffix = "" if backend == "host" else "_jax_energy"
+            task = build_task(cfg)
+            v_reward = jax.vmap(task.log_reward)
+            info = dict(energy_model=cfg.reward.energy_model, energy_backend=backend, encoder=cfg.policy.encoder,
+                        num_steps=cfg.env.num_steps)
+            for b in batches:
+                cfg.train.batch_size = b
+                init, update, *_ = make_train(cfg, task)
+                ts = init(jax.random.PRNGKey(0))
 
-            def sample_and_reward(params, key, b=b, task=task, v_reward=v_reward):
-                final = rollout(key, task.env, task.policy.apply, params["policy"], b, Exploration.make(0.0)).final
-                return v_reward(final)[0]
+                def sample_and_reward(params, key, b=b, task=task, v_reward=v_reward):
+                    final = rollout(key, task.env, task.policy.apply, params["policy"], b,
+                                    Exploration.make(0.0)).final
+                    return v_reward(final)[0]
 
-            c, s = time_jax(jax.jit(sample_and_reward), ts.params, jax.random.PRNGKey(1), min_time=5.0, max_reps=20)
-            records.append(record(f"{exp}_sample_and_reward", b, s, c, unit="trajectories",
-                                  energy_model=cfg.reward.energy_model, encoder=cfg.policy.encoder,
-                                  num_steps=cfg.env.num_steps))
-            c, s = time_jax(jax.jit(lambda t, update=update: update(t)[0]), ts, min_time=5.0, max_reps=20)
-            records.append(record(f"{exp}_train_update", b, s, c, unit="trajectories",
-                                  updates_per_s=1.0 / s, energy_model=cfg.reward.energy_model,
-                                  encoder=cfg.policy.encoder, num_steps=cfg.env.num_steps))
-            print(records[-2]["benchmark"], b, f"{records[-2]['items_per_s']:.1f}/s;",
-                  records[-1]["benchmark"], f"{records[-1]['updates_per_s']:.2f} updates/s", flush=True)
+                c, s = time_jax(jax.jit(sample_and_reward), ts.params, jax.random.PRNGKey(1), min_time=5.0,
+                                max_reps=20)
+                records.append(record(f"{exp}_sample_and_reward{suffix}", b, s, c, unit="trajectories", **info))
+                c, s = time_jax(jax.jit(lambda t, update=update: update(t)[0]), ts, min_time=5.0, max_reps=20)
+                records.append(record(f"{exp}_train_update{suffix}", b, s, c, unit="trajectories",
+                                      updates_per_s=1.0 / s, **info))
+                print(records[-2]["benchmark"], b, f"{records[-2]['items_per_s']:.1f}/s;",
+                      records[-1]["benchmark"], f"{records[-1]['updates_per_s']:.2f} updates/s", flush=True)
     write_results("battery", records)
     return records
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(experiments=tuple(sys.argv[1:]) or EXPERIMENTS)

@@ -88,6 +88,9 @@ ROWS = (
         Cell("hierarchical", ("hierarchical_rollout",), (16,), {"policy": "gcn_full hidden 64"})),
     Row("flat sampler, T = 3, GCN / MEGNet policy",
         Cell("hierarchical", ("flat_rollout",), (256,), {"policy": ("gcn hidden 64", "megnet hidden 64")})),
+    Row("PGCGM generator + orbit expansion (Algorithm 1), untrained weights: default-preset width 0.25 / paper "
+        "width 1",
+        Cell("pgcgm", ("pgcgm_generate_expand",), (64, 256, 1024, 4096), {"width": (0.25, 1.0)})),
 )
 
 
@@ -139,7 +142,8 @@ def render() -> str:
     for name in sorted(cache):
         recs = cache[name]
         devices = sorted({r.get("device", "?") for r in recs})
-        loads = [r["load_avg_1min"] for r in recs if "load_avg_1min" in r]
+        loads = [r.get("load_avg_1min", r.get("load_1min")) for r in recs
+                 if "load_avg_1min" in r or "load_1min" in r]
         notes = sorted({r["machine_load"] for r in recs if "machine_load" in r})
         load = (f"1-min load {min(loads):.1f}-{max(loads):.1f}" if loads
                 else "; ".join(notes) if notes else "load not recorded")

@@ -76,7 +76,10 @@ def lambdas_of(lc) -> tuple[float, ...]:
 
 
 def make_gan_train(config, data: pdata.PGCGMData, tables: Tables | None = None):
-    """Pure functions ``(init, update, run_chunk, generate, models)`` of a run on the crystals ``data``."""
+    """Pure functions ``(init, update, run_chunk, generate, models, g_loss)`` of a run on the crystals ``data``;
+    ``g_loss(g_params, g_stats, d_params, key) -> (loss, (g_stats, metrics))`` is the generator objective the
+    update differentiates (eq. 7 with the variant's weights), exposed so that it can be checked without
+    compiling the whole update."""
     tc, lc, mc = config.train, config.loss, config.model
     t = make_tables() if tables is None else tables
     gen = Generator(width=float(mc.width), length_range=tuple(mc.length_range))
@@ -199,7 +202,7 @@ def make_gan_train(config, data: pdata.PGCGMData, tables: Tables | None = None):
         (sets, lens), _ = g_apply(g_params, g_stats, jax.random.normal(key, (g.shape[0], nz)), c, train=False)
         return sets, lens
 
-    return init, update, run_chunk, generate, (gen, dis)
+    return init, update, run_chunk, generate, (gen, dis), g_loss_fn
 
 
 _COMPILED: dict = {}
@@ -208,15 +211,17 @@ _HOST_ONLY = ("num_iterations", "steps_per_call", "checkpoint_every")
 
 def _compiled(config, data):
     """``(init, jit(run_chunk), generate)`` memoised per compiled-relevant config and data object, so a resumed
-    run in the same process (or a test) does not recompile the update."""
+    run in the same process (or a test, or runs of several seeds) does not recompile the update. The seed only
+    picks ``init``'s key (``make_gan_train`` never reads it), so it is not part of the key."""
     cfg = config.to_dict()
     cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in _HOST_ONLY}
     cfg.pop("eval", None)
+    cfg.pop("seed", None)
     key = (json.dumps(cfg, sort_keys=True, default=str), id(data))
     if key not in _COMPILED:
         if len(_COMPILED) > 8:
             _COMPILED.clear()
-        init, _, run_chunk, generate, _ = make_gan_train(config, data)
+        init, _, run_chunk, generate, *_ = make_gan_train(config, data)
         _COMPILED[key] = (init, jax.jit(run_chunk, static_argnums=1), generate, data)
     return _COMPILED[key][:3]
 

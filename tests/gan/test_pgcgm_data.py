@@ -120,3 +120,44 @@ def test_split_is_fixed_disjoint_80_20():
     assert np.array_equal(tr.row, tr2.row) and np.array_equal(va.row, va2.row)
     assert not set(tr.row) & set(va.row) and len(set(tr.row) | set(va.row)) == 1001
     assert not np.array_equal(pgcgm.split_pgcgm(d, seed=1)[1].row, va.row)
+
+
+def test_every_augmented_set_expands_to_the_original_crystal():
+    """Self-augmentation (paper sec. "Crystal Symmetry based Self-augmentation") only re-chooses base sites
+    among symmetry-equivalent positions, so EVERY stored set of every augmented triple, expanded through the
+    project's jitted orbit expansion (Algorithm 1, ``gan.generate.expand``) with the crystal's refined lengths,
+    must be the crystal of the data set: pymatgen StructureMatcher against the data-set structure as stored
+    (independent of spglib's refinement and of our tables). One crystal of each of 8 of the 20 groups (all five
+    crystal systems; Fd-3m and I4_1/amd have two origin choices), 8 triples = 24 sets each."""
+    import jax
+    import jax.numpy as jnp
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    from hgfn_jax.crystal.convert import to_structure, unstack
+    from hgfn_jax.data.mp import load_mp
+    from hgfn_jax.gan.generate import expand
+
+    rows = {225: 47, 139: 184, 194: 85, 166: 648, 62: 438, 227: 8, 141: 1014, 71: 1336}  # shared data set rows
+    ds = load_mp(n_max=200, rows=sorted(rows.values()))
+    matcher = StructureMatcher()  # pymatgen defaults: ltol 0.2, stol 0.3, angle_tol 5
+    groups, checked = set(), 0
+    for i in range(len(ds)):
+        m = ds.mask[i]
+        status, rec = pgcgm._process((int(ds.row[i]), ds.lattice[i].astype(float), ds.frac[i][m].astype(float),
+                                      ds.species[i][m], 0, 8))
+        assert status == "ok", (int(ds.row[i]), status)
+        sets = rec["aug"].reshape(-1, 3, 3)  # 24 sets, expanded in one batch (one compiled shape)
+        b = len(sets)
+        lattice = np.concatenate([rec["lengths"], pgcgm.fixed_angles(rec["spacegroup"])]).astype(np.float32)
+        cells = unstack(jax.device_get(expand(
+            jnp.asarray(sets), jnp.tile(jnp.asarray(rec["elements"]), (b, 1)),
+            jnp.full((b,), rec["spacegroup"], jnp.int32), jnp.tile(jnp.asarray(lattice), (b, 1)))))
+        _, distinct = np.unique(sets.round(4), axis=0, return_index=True)
+        original = ds.get_structure(i)
+        for j in distinct:
+            s = to_structure(cells[j])
+            assert len(s) == rec["nsites"]
+            assert matcher.fit(s, original), (int(ds.row[i]), rec["spacegroup"], sets[j])
+            checked += 1
+        groups.add(rec["spacegroup"])
+    assert groups == set(rows) and checked >= 3 * len(rows)
