@@ -74,6 +74,10 @@ ROWS = (
     Row("battery TB update incl. M3GNet: CHGFlowNet / SHAFT / flat, trajectories/s",
         Cell("battery", ("chgflownet_battery_train_update", "shaft_battery_train_update",
                          "gfn_flat_battery_train_update"), (32,), digits=1)),
+    Row("the same with the energy in-graph (`reward.energy_backend=jax`, JAX M3GNet, per-crystal padded graph), "
+        "same run",
+        Cell("battery", ("chgflownet_battery_train_update_jax_energy", "shaft_battery_train_update_jax_energy",
+                         "gfn_flat_battery_train_update_jax_energy"), (32,), digits=1)),
     Row("GCN / MEGNet encoder, orbit graph (one node per reference atom), cells of 64 sites",
         Cell("encoders", ("encoder_gcn_orbit", "encoder_megnet_set2set_orbit"), (4096,)),
         "same encoders on the full-cell graph: {}",
