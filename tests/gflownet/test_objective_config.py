@@ -43,3 +43,15 @@ def test_a_run_recorded_before_the_objective_fields_still_resumes(tmp_path):
     assert check_resume_config(cfg, tmp_path)
     with pytest.raises(ConfigMismatchError, match="train.loss"):
         check_resume_config(apply_overrides(get_config("hypergrid", "test"), ["train.loss=db"]), tmp_path)
+
+
+def test_configs_without_the_objective_fields_resume_unchanged(tmp_path):
+    """A training config that is not a GFlowNet's (the GAN's) or a hand-built GFlowNet config without the objective
+    fields must resume against its own recorded config: the defaults may not appear on one side only."""
+    for cfg in (get_config("pgcgm", "test"), get_config("hypergrid", "test")):
+        cfg = json.loads(config_json(cfg))
+        for k in OBJECTIVE_DEFAULTS:
+            cfg["train"].pop(k, None)
+        (tmp_path / "config.json").write_text(json.dumps(cfg))
+        (tmp_path / "checkpoints" / "3").mkdir(parents=True, exist_ok=True)
+        assert check_resume_config(cfg, tmp_path)
