@@ -70,13 +70,23 @@ def _featurizers():
     return CrystalNNFingerprint.from_preset("ops"), ElementProperty.from_preset("magpie")
 
 
+# spglib tolerance (Angstrom) of the orbit reduction. Measured (tests/metrics/test_novelty_diversity.py and the
+# issue-12 notes): 1e-3 merges sites of data-set crystals that are only nearly equivalent (their fingerprints differ
+# by up to 1.2e-4 from the all-sites mean on 40 random data-set crystals), 1e-5 keeps the mean within 1e-6 of the
+# all-sites one there while still finding the symmetry of float32-built generated cells (positions off by ~1e-6 A).
+FINGERPRINT_SYMPREC = 1e-5
+
+
 def _orbit_sites(s: Structure, symprec: float) -> tuple[np.ndarray, np.ndarray]:
-    """(one representative site per symmetry orbit, orbit sizes); every site alone if spglib fails."""
+    """(one representative site per symmetry orbit, orbit sizes); every site alone if spglib fails.
+    ``angle_tolerance=-1``: spglib judges the lattice by ``symprec`` too (pymatgen's default 5 degrees would accept
+    operations of a lattice that is only nearly symmetric)."""
     if symprec > 0:
         try:
             from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-            eq = np.asarray(SpacegroupAnalyzer(s, symprec=symprec).get_symmetry_dataset().equivalent_atoms)
+            sga = SpacegroupAnalyzer(s, symprec=symprec, angle_tolerance=-1)
+            eq = np.asarray(sga.get_symmetry_dataset().equivalent_atoms)
             if len(eq) == len(s):
                 reps, counts = np.unique(eq, return_counts=True)
                 return reps, counts
@@ -85,12 +95,19 @@ def _orbit_sites(s: Structure, symprec: float) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(len(s)), np.ones(len(s), int)
 
 
-def structure_fingerprint(s: Structure | None, symprec: float = 1e-3) -> np.ndarray | None:
+def structure_fingerprint(s: Structure | None, symprec: float = FINGERPRINT_SYMPREC) -> np.ndarray | None:
     """Site-averaged CrystalNN fingerprint, or None when it cannot be computed.
 
     Symmetry-equivalent sites have identical fingerprints, so with ``symprec > 0`` one site per orbit (spglib,
     tight tolerance) is featurised and weighted by its orbit size: the same mean at a fraction of the cost for
-    symmetric cells (``symprec=0`` featurises every site, as CDVAE does).
+    symmetric cells (``symprec=0`` featurises every site, as CDVAE does). Measured: 2.9x faster on random data-set
+    crystals, 9x on generated battery cells; no gain on P1 cells (rattled structures).
+
+    Exactness: the all-sites mean is itself defined only up to the spread of the fingerprints of equivalent sites,
+    which pymatgen's "bcc" order parameter (``body-centered cubic CN_8``) makes nonzero: it switches sign at angles
+    of exactly 90 degrees and depends on the neighbours' order, so equivalent sites of an exactly symmetric cell
+    can differ there by up to ~1e-4 by round-off. The orbit-weighted mean differs from the all-sites mean by at
+    most that spread (<= 1e-6 on the data-set crystals tested, up to 8e-5 on generated cells, in that one feature).
     """
     if s is None:
         return None

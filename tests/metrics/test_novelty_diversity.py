@@ -111,3 +111,60 @@ def test_symmetry_reduced_fingerprint_equals_all_sites():
     b = diversity.structure_fingerprint(s, symprec=0)
     assert a is not None and np.allclose(a, b, atol=1e-12)
     assert diversity.structure_fingerprint(None) is None
+
+
+def _all_sites_fingerprint(s):
+    """The reference: matminer's CrystalNN fingerprint of EVERY site, averaged (CDVAE's computation)."""
+    import warnings
+
+    from matminer.featurizers.site.fingerprint import CrystalNNFingerprint
+
+    cnn = CrystalNNFingerprint.from_preset("ops")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fps = np.array([cnn.featurize(s, i) for i in range(len(s))], float)
+    return fps.mean(axis=0), fps
+
+
+# data-set rows (reduced formula, space group at symprec 0.1): a cubic spinel, a hexagonal cell, a skewed
+# monoclinic (angles 72/72/50) and a triclinic one
+DATASET_SYMMETRIC = [(8, "Sc2ZnS4", 227), (2, "Hf2S", 194), (115, "UCd2O5", 15), (147, "AgSO4", 2)]
+
+
+@pytest.mark.parametrize("row,formula,group", DATASET_SYMMETRIC)
+def test_orbit_fingerprint_equals_all_sites_on_dataset_crystals(data_dir, row, formula, group):
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    s = reference.reference_structure(row)
+    assert s.composition.reduced_formula == formula
+    reps, counts = diversity._orbit_sites(s, diversity.FINGERPRINT_SYMPREC)
+    # the orbits are pymatgen's symmetrized-structure orbits at that tolerance, one representative each
+    sga = SpacegroupAnalyzer(s, symprec=diversity.FINGERPRINT_SYMPREC, angle_tolerance=-1)
+    assert sga.get_space_group_number() == group
+    orbits = sga.get_symmetrized_structure().equivalent_indices
+    assert sorted(len(o) for o in orbits) == sorted(counts.tolist()) and len(reps) < len(s)
+    assert all(sum(int(r) in o for r in reps) == 1 for o in orbits)
+    ref, _ = _all_sites_fingerprint(s)
+    fp = diversity.structure_fingerprint(s)
+    np.testing.assert_allclose(fp, ref, rtol=0, atol=1e-6)
+
+
+def test_orbit_fingerprint_of_float32_generated_cell_within_all_sites_spread(data_dir):
+    """A generated-like cell: a data-set spinel expanded to its conventional cell with float32 coordinates (as the
+    environments build them). Its equivalent sites' fingerprints differ by round-off in the bcc order parameter,
+    so the all-sites mean is defined only to that spread; the orbit mean stays within it, and every other feature
+    agrees to 1e-6."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    s = SpacegroupAnalyzer(reference.reference_structure(8), symprec=0.01).get_conventional_standard_structure()
+    s = Structure(s.lattice.matrix.astype(np.float32), s.species, s.frac_coords.astype(np.float32))
+    reps, counts = diversity._orbit_sites(s, diversity.FINGERPRINT_SYMPREC)
+    assert len(reps) == 3 and counts.sum() == len(s) == 56
+    ref, fps = _all_sites_fingerprint(s)
+    fp = diversity.structure_fingerprint(s)
+    eq = np.asarray(SpacegroupAnalyzer(s, symprec=diversity.FINGERPRINT_SYMPREC,
+                                       angle_tolerance=-1).get_symmetry_dataset().equivalent_atoms)
+    spread = np.max([np.ptp(fps[eq == e], axis=0) for e in np.unique(eq)], axis=0)
+    assert np.all(np.abs(fp - ref) <= spread + 1e-9)
+    bcc = diversity._featurizers()[0].feature_labels().index("body-centered cubic CN_8")
+    np.testing.assert_allclose(np.delete(fp, bcc), np.delete(ref, bcc), rtol=0, atol=1e-6)
