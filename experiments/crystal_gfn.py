@@ -232,4 +232,6 @@ def build_crystal_gfn(config) -> Task:
         print(json.dumps(out, indent=2))
         return out
 
-    return Task(f"crystal_gfn_{target}", env, policy, log_reward, evaluate=evaluate)
+    # visited.jsonl key: group row, composition counts and lattice coordinates (the constraint trackers follow)
+    return Task(f"crystal_gfn_{target}", env, policy, log_reward, evaluate=evaluate,
+                terminal_key=lambda s: (s.spacegroup.row, s.composition.counts, s.lattice.u))

@@ -134,8 +134,9 @@ def main(argv=None) -> dict:
 
 def run_suite(run_dir: str | Path, suite) -> dict:
     """The suite at the end of a training run, as the CLI runs it, with the settings of the config block
-    ``eval.suite`` (``enabled``, ``n``, ``relaxer``, ``max_steps``, ``fingerprints``). Returns the entry merged
-    into the run's summary: ``{"eval_suite": {"report", "metrics", "n", "seconds", "settings"}}``, ``{}`` when
+    ``eval.suite`` (``enabled``, ``n``, ``relaxer``, ``max_steps``, ``fingerprints``, ``mode_threshold``: the
+    log-reward of a mode in the modes-vs-states-visited curve of the run's ``visited.jsonl``, default 0).
+    Returns the entry merged into the run's summary: ``{"eval_suite": {"report", "metrics", "n", "seconds", "settings"}}``, ``{}`` when
     the block is absent or disabled. A failure inside the suite never loses the trained run: it is caught,
     printed as one warning line naming the exception, and returned as ``{"eval_suite": {"error": ...}}``; the
     samples and CIFs written before stay."""
@@ -143,7 +144,8 @@ def run_suite(run_dir: str | Path, suite) -> dict:
         return {}
     run_dir = Path(run_dir)
     settings = {"n": suite.get("n"), "relaxer": suite.get("relaxer", "m3gnet"),
-                "max_steps": int(suite.get("max_steps", 300)), "fingerprints": bool(suite.get("fingerprints", True))}
+                "max_steps": int(suite.get("max_steps", 300)), "fingerprints": bool(suite.get("fingerprints", True)),
+                "mode_threshold": float(suite.get("mode_threshold", 0.0))}
     t0 = time.perf_counter()
     try:
         metrics = evaluate_run(run_dir, **settings)
@@ -151,7 +153,8 @@ def run_suite(run_dir: str | Path, suite) -> dict:
         error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         cli = (f"python -m experiments.evaluate {run_dir}" + (f" --n {settings['n']}" if settings["n"] else "")
                + f" --relaxer {settings['relaxer']} --max-steps {settings['max_steps']}"
-               + ("" if settings["fingerprints"] else " --no-fingerprints"))
+               + ("" if settings["fingerprints"] else " --no-fingerprints")
+               + f" --mode-threshold {settings['mode_threshold']:g}")
         print(f"warning: evaluation suite failed ({error}); the run's samples and summary are kept; retry with "
               f"{cli}", flush=True)
         return {"eval_suite": {"error": error, "settings": settings}}

@@ -360,5 +360,8 @@ def build_hierarchical(config) -> Task:
     if config.env.kind == "flat":
         name = f"gfn_flat_{name}_reward"
     host_stats = None if bridge is None else _host_stats(bridge)  # the in-graph backend counts nothing on the host
+    # visited.jsonl key: the crystal a terminal state is (group, lattice, reference atoms); the expanded cell and
+    # the bookkeeping fields follow from these
     return Task(f"{name}_battery", env, policy, log_reward, evaluate=evaluate, host_stats=host_stats,
-                extras={"energy_bridge": bridge})
+                extras={"energy_bridge": bridge},
+                terminal_key=lambda s: (s.spacegroup, s.lattice, s.ref_element, s.ref_frac))

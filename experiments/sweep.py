@@ -32,7 +32,7 @@ def run_sweep(cfg, seeds: list[int], lrs: list[float], lr_zs: list[float]):
     from hgfn_jax.gflownet.train import make_train
 
     task = build_task(cfg)
-    _, _, _, train, _ = make_train(cfg, task)
+    _, _, _, train, _ = make_train(cfg, task, record_visited=False)  # no per-state arrays in a vmapped sweep
     grid = list(itertools.product(seeds, lrs, lr_zs))
     rngs = jnp.stack([jax.random.PRNGKey(s) for s, _, _ in grid])
     lr_arr = jnp.asarray([g[1] for g in grid], jnp.float32)

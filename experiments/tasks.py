@@ -33,7 +33,8 @@ def build_hypergrid(config) -> Task:
         tv = 0.5 * float(np.abs(emp - target).sum())
         return {"total_variation": tv}
 
-    return Task("hypergrid", env, make_mlp_policy(env, config.policy.hidden), log_reward, evaluate=evaluate)
+    return Task("hypergrid", env, make_mlp_policy(env, config.policy.hidden), log_reward, evaluate=evaluate,
+                terminal_key=lambda s: s.pos)
 
 
 def build_crystal_gfn(config) -> Task:

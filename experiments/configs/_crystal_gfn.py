@@ -30,7 +30,8 @@ def crystal_gfn_config(target: str, preset: str) -> ml_collections.ConfigDict:
     # Paper: Adam, lr 1e-4, lr 1e-2 for log Z, 10 trajectories per iteration, 10 % random actions.
     c.train = ml_collections.ConfigDict(
         dict(batch_size=10, lr=1e-4, lr_z=1e-2, num_iterations=50_000, epsilon=0.1, temperature=1.0,
-             steps_per_call=500, checkpoint_every=5000, grad_clip=0.0, init_log_z=0.0)
+             steps_per_call=500, checkpoint_every=5000, grad_clip=0.0, init_log_z=0.0,
+             record_visited=True)
     )
     c.eval = ml_collections.ConfigDict(
         dict(num_samples=10_000, batch_size=2_000, restrictions=True, dataset_reference=True)

@@ -68,7 +68,8 @@ def battery_config(method: str, preset: str) -> ml_collections.ConfigDict:
     )
     c.train = ml_collections.ConfigDict(
         dict(batch_size=32, lr=1e-4, lr_z=0.1, num_iterations=math.ceil(1e5 / (32 * steps)), epsilon=0.0,
-             temperature=1.0, steps_per_call=10, checkpoint_every=100, grad_clip=0.0, init_log_z=0.0)
+             temperature=1.0, steps_per_call=10, checkpoint_every=100, grad_clip=0.0, init_log_z=0.0,
+             record_visited=True)
     )
     # Evaluation (paper 000 Tables 1-2): the top 1,000 samples by reward.
     c.eval = ml_collections.ConfigDict(dict(num_samples=2_000, batch_size=500, top_k=1_000, write_cifs=True))

@@ -43,6 +43,9 @@ from hgfn_jax.gflownet.objectives.flow import StateFlow, log_flow_of_trajectorie
 from hgfn_jax.gflownet.policy import Policy
 from hgfn_jax.gflownet.rollout import Trajectory, init_states, rollout
 from hgfn_jax.gflownet.sampling import sample_batches
+from hgfn_jax.gflownet.visited import KEYS as VISITED_KEYS
+from hgfn_jax.gflownet.visited import LOG_REWARD as VISITED_LOG_REWARD
+from hgfn_jax.gflownet.visited import VisitedLog, state_words
 from hgfn_jax.rundir.checkpoint import (  # noqa: F401 - re-exported: the loop's run-directory API
     RESUME_MAY_CHANGE,
     ConfigMismatchError,
@@ -108,6 +111,10 @@ class Task:
     # The state-flow head log F(s) of the DB-family objectives (train.loss = db | subtb); None: an MLP over
     # env.encode with train.flow_hidden (gflownet.objectives.flow). Unused by TB.
     flow: StateFlow | None = None
+    # terminal_key(ONE terminal state) -> PyTree of arrays identifying it, for RUN_DIR/visited.jsonl
+    # (train.record_visited; gflownet.visited): the fields that make two terminal states the same object. None: the
+    # whole state. Bit-cast to uint32 words in the jitted update, keyed on the host per chunk.
+    terminal_key: Callable[[Any], Any] | None = None
     # The loop's jit cache, owned by this task object (not copied by dataclasses.replace: a task with another
     # reward compiles its own functions).
     cache: CompileCache = field(default_factory=CompileCache, init=False, repr=False, compare=False)
@@ -151,16 +158,21 @@ class TrainFns(NamedTuple):
     sample: Callable  # sample(params, key, n, explore=None) -> Trajectory; n static
 
 
-def make_train(config, task: Task) -> TrainFns:
+def make_train(config, task: Task, record_visited: bool | None = None) -> TrainFns:
     """Pure functions of the run. ``config.train`` holds batch_size, lr, lr_z, num_iterations, epsilon, ...,
     ``loss`` (``tb`` | ``db`` | ``subtb``, default ``tb``; ``gflownet.objectives``), ``subtb_lambda`` (0.9),
-    and for the state-flow objectives ``lr_flow`` (default ``lr``) and ``flow_hidden`` (default (64, 64))."""
+    and for the state-flow objectives ``lr_flow`` (default ``lr``) and ``flow_hidden`` (default (64, 64)).
+    ``record_visited`` (default ``train.record_visited``, False when absent): the update's metrics also carry the
+    batch's terminal-state keys and log-rewards (``gflownet.visited``; [B, ...] per iteration, not scalars)."""
     tc = config.train
     objective = objective_from(tc)  # a bad loss name / lambda fails here, before anything is traced
     env, policy = task.env, task.policy
     batch = int(tc.batch_size)
     explore = exploration_from(tc)
     v_reward = jax.vmap(task.log_reward)
+    if record_visited is None:
+        record_visited = bool(tc.get("record_visited", False))
+    v_words = jax.vmap(state_words(task.terminal_key))
     flow = None
     if objective.needs_flow:
         flow = task.flow if task.flow is not None else make_mlp_flow(env, tuple(tc.get("flow_hidden", (64, 64))))
@@ -205,6 +217,9 @@ def make_train(config, task: Task) -> TrainFns:
             "not_done_frac": jnp.mean((~traj.done).astype(jnp.float32)),
         }
         metrics.update({f"reward/{k}": jnp.mean(v.astype(jnp.float32)) for k, v in terms.items()})
+        if record_visited:  # per-state arrays, popped by the host loop into visited.jsonl (not metrics.csv)
+            metrics[VISITED_KEYS] = v_words(traj.final)
+            metrics[VISITED_LOG_REWARD] = log_r
         return loss, metrics
 
     def update(ts: TrainState):
@@ -283,6 +298,7 @@ def train_and_evaluate(config, task: Task, workdir: str | Path, stop_after: int 
     # Written after the restore: a resume may only have changed RESUME_MAY_CHANGE fields, recorded here.
     (workdir / "config.json").write_text(config_json(config))
     log = MetricsLog(workdir, start)
+    visited = VisitedLog(workdir, start, enabled=bool(tc.get("record_visited", False)))
     host_stats = RunHostStats(task.host_stats, log.row_at(start)) if task.host_stats else None
 
     t0 = time.perf_counter()
@@ -293,6 +309,7 @@ def train_and_evaluate(config, task: Task, workdir: str | Path, stop_after: int 
         n = min(chunk, end - step, ckpt_every - step % ckpt_every)
         ts, metrics = jit_chunk(ts, n)
         metrics = jax.device_get(metrics)
+        visited.add(step + 1, metrics)  # pops the per-state arrays
         host = host_stats() if host_stats else {}
         for i in range(n):
             row = {k: v[i] for k, v in metrics.items()}

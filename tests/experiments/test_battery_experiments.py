@@ -44,6 +44,15 @@ def test_chgflownet_battery_kill_and_resume_is_exact(tmp_path):
     # byte-identical metrics, host counters included (restored from the checkpoint step's row on resume)
     assert any(h.startswith("host/energy/") for h in rows_full[0].split(","))
     assert rows_full == rows_resumed
+    # visited.jsonl (train.record_visited, on in the battery configs): one line per iteration, byte-identical
+    # after the kill and resume, its log-rewards averaging to the logged batch mean
+    visited = (tmp_path / "full" / "visited.jsonl").read_bytes()
+    assert visited == (tmp_path / "killed" / "visited.jsonl").read_bytes()
+    lines = [json.loads(x) for x in visited.decode().splitlines()]
+    assert [r["iteration"] for r in lines] == list(range(1, cfg.train.num_iterations + 1))
+    assert all(len(r["keys"]) == len(r["log_reward"]) == cfg.train.batch_size for r in lines)
+    logged = [float(r.split(",")[rows_full[0].split(",").index("log_reward_mean")]) for r in rows_full[1:]]
+    np.testing.assert_allclose([np.mean(r["log_reward"]) for r in lines], logged, rtol=1e-6)
 
     # ---- outputs of the finished run
     run = tmp_path / "full"
@@ -87,6 +96,9 @@ def test_chgflownet_battery_kill_and_resume_is_exact(tmp_path):
     assert metrics["validity"]["structure_cdvae"] == pytest.approx(np.mean(ok))
     report = (run / "eval" / "report.md").read_text()
     assert f"(distinct sites, V >= 0.1 A^3): {np.mean(ok):.4g}." in report
+    # modes vs states visited from visited.jsonl (paper 000 Fig. 3): every training terminal state counted
+    assert "## Modes vs states visited" in report
+    assert metrics["modes"]["states_visited"][-1] == cfg.train.num_iterations * cfg.train.batch_size
     # the suite's cost figures read this run's summary (written before the evaluation), not a stale one
     assert metrics["cost"]["train_seconds"] == pytest.approx(summary["train_seconds_this_call"])
 

@@ -67,6 +67,14 @@ def test_crystal_gfn_density_experiment_end_to_end(tmp_path):
     assert summary["eval_suite"]["n"] == n and (tmp_path / "eval" / "report.md").exists()
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["n"] == n and metrics["n_with_structure"] == 0
+    # modes vs states visited from the run's visited.jsonl (train.record_visited on in the Crystal-GFN configs),
+    # recounted here from the file: distinct keys with log-reward >= the suite's threshold (0)
+    visited = [json.loads(line) for line in (tmp_path / "visited.jsonl").read_text().splitlines()]
+    assert len(visited) == cfg.train.num_iterations
+    modes = {k for r in visited for k, lr in zip(r["keys"], r["log_reward"], strict=True) if lr >= 0.0}
+    assert metrics["modes"]["modes"][-1] == len(modes)
+    assert metrics["modes"]["states_visited"][-1] == cfg.train.num_iterations * cfg.train.batch_size
+    assert "## Modes vs states visited" in (tmp_path / "eval" / "report.md").read_text()
     cdvae = [smact_validity(Composition(r["composition"]), use_pauling_test=True, include_alloys=True,
                             oxidation_states_set="smact14") for r in records[:n]]
     assert metrics["validity"]["composition_cdvae"] == pytest.approx(np.mean(cdvae))
