@@ -136,8 +136,9 @@ def run_suite(run_dir: str | Path, suite) -> dict:
     """The suite at the end of a training run, as the CLI runs it, with the settings of the config block
     ``eval.suite`` (``enabled``, ``n``, ``relaxer``, ``max_steps``, ``fingerprints``, ``mode_threshold``: the
     log-reward of a mode in the modes-vs-states-visited curve of the run's ``visited.jsonl``, default 0).
-    Returns the entry merged into the run's summary: ``{"eval_suite": {"report", "metrics", "n", "seconds", "settings"}}``, ``{}`` when
-    the block is absent or disabled. A failure inside the suite never loses the trained run: it is caught,
+    Returns the entry merged into the run's summary:
+    ``{"eval_suite": {"report", "metrics", "n", "seconds", "settings"}}``, ``{}`` when the block is absent or
+    disabled. A failure inside the suite never loses the trained run: it is caught,
     printed as one warning line naming the exception, and returned as ``{"eval_suite": {"error": ...}}``; the
     samples and CIFs written before stay."""
     if suite is None or not suite.get("enabled", False):

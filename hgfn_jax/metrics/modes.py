@@ -6,8 +6,8 @@ identity per state: an int64 hash of the canonical state, or a string such as th
 whose reward reached ``threshold`` at some visit (a key counts once, at its first high-reward visit).
 
 Record format the training loop writes with ``train.record_visited`` (:mod:`hgfn_jax.gflownet.visited`, keys from
-``Task.terminal_key``): ``RUN_DIR/visited.jsonl``, one JSON object per iteration, ``{"iteration": int, "keys": [str | int, ...], "log_reward": [float, ...]}`` with one entry per
-terminal state of the training batch (all of them, in batch order; the same length). :func:`read_visited` reads
+``Task.terminal_key``): ``RUN_DIR/visited.jsonl``, one JSON object per iteration,
+``{"iteration": int, "keys": [str | int, ...], "log_reward": [float, ...]}`` with one entry per terminal state of the training batch (all of them, in batch order; the same length). :func:`read_visited` reads
 it; :func:`modes_curve` turns the stream into the figure's two axes.
 """
 
