@@ -7,8 +7,9 @@ whose reward reached ``threshold`` at some visit (a key counts once, at its firs
 
 Record format the training loop writes with ``train.record_visited`` (:mod:`hgfn_jax.gflownet.visited`, keys from
 ``Task.terminal_key``): ``RUN_DIR/visited.jsonl``, one JSON object per iteration,
-``{"iteration": int, "keys": [str | int, ...], "log_reward": [float, ...]}`` with one entry per terminal state of the training batch (all of them, in batch order; the same length). :func:`read_visited` reads
-it; :func:`modes_curve` turns the stream into the figure's two axes.
+``{"iteration": int, "keys": [str | int, ...], "log_reward": [float, ...]}`` with one entry per terminal state
+of the training batch (all of them, in batch order; the same length). :func:`read_visited` reads it;
+:func:`modes_curve` turns the stream into the figure's two axes.
 """
 
 from __future__ import annotations
