@@ -111,6 +111,6 @@ class VisitedLog:
             return
         keys, log_r = np.asarray(keys), np.asarray(log_r)
         lines = [json.dumps({"iteration": first_step + i, "keys": host_keys(keys[i]),
-                             "log_reward": [float(x) for x in log_r[i]]}) + "\n" for i in range(len(keys))]
+                             "log_reward": log_r[i].astype(float).tolist()}) + "\n" for i in range(len(keys))]
         with self.path.open("a") as f:
             f.writelines(lines)
