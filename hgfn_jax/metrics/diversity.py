@@ -102,8 +102,8 @@ def structure_fingerprint(s: Structure | None, symprec: float = FINGERPRINT_SYMP
     tight tolerance) is featurised and weighted by its orbit size: the same mean at a fraction of the cost for
     symmetric cells (``symprec=0`` featurises every site, as CDVAE does). Measured on the 2-core CPU: 2.5-2.9x
     faster on 40 random data-set crystals (17 sites on average), 9-19x on 40 generated cells of an untrained
-    CHGFlowNet run (27 sites, 3 orbits on average); no gain on P1 cells (rattled structures: spglib adds 4 ms a structure, <1 %).
-    The structure diversity of those sets moved by 1e-8 and 2e-9.
+    CHGFlowNet run (27 sites, 3 orbits on average); no gain on P1 cells (rattled structures: spglib adds 4 ms a
+    structure, <1 %). The structure diversity of those sets moved by 1e-8 and 2e-9.
 
     Exactness: the all-sites mean is itself defined only up to the spread of the fingerprints of equivalent sites,
     which pymatgen's "bcc" order parameter (``body-centered cubic CN_8``) makes nonzero: it switches sign at angles
