@@ -149,17 +149,32 @@ def test_orbit_fingerprint_equals_all_sites_on_dataset_crystals(data_dir, row, f
     np.testing.assert_allclose(fp, ref, rtol=0, atol=1e-6)
 
 
-def test_orbit_fingerprint_of_float32_generated_cell_within_all_sites_spread(data_dir):
+def _float32_spinel():
     """A generated-like cell: a data-set spinel expanded to its conventional cell with float32 coordinates (as the
-    environments build them). Its equivalent sites' fingerprints differ by round-off in the bcc order parameter,
-    so the all-sites mean is defined only to that spread; the orbit mean stays within it, and every other feature
-    agrees to 1e-6."""
+    environments build them)."""
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     s = SpacegroupAnalyzer(reference.reference_structure(8), symprec=0.01).get_conventional_standard_structure()
-    s = Structure(s.lattice.matrix.astype(np.float32), s.species, s.frac_coords.astype(np.float32))
+    return Structure(s.lattice.matrix.astype(np.float32), s.species, s.frac_coords.astype(np.float32))
+
+
+# (structure, number of orbits): data-set crystals whose equivalent sites' bcc order parameters differ by round-off
+# (LiSiNO Pna2_1 and Y(Al2Fe)4 I4/mmm keep their group down to symprec 1e-9; OsRu3 is P6_3/mmc at 1e-5, Cmcm at
+# 1e-7), found among the benchmark's 100 data-set crystals, and the float32 spinel
+BCC_ROUNDOFF = [(19415, "LiSiNO", 4), (12702, "Y(Al2Fe)4", 4), (34746, "OsRu3", 2), (None, "float32 spinel", 3)]
+
+
+@pytest.mark.parametrize("row,name,n_orbits", BCC_ROUNDOFF)
+def test_orbit_fingerprint_within_all_sites_spread(data_dir, row, name, n_orbits):
+    """pymatgen's bcc order parameter switches sign at angles of exactly 90 degrees and depends on the neighbours'
+    order, so the fingerprints of symmetry-equivalent sites differ there by round-off and the all-sites mean is
+    defined only to that spread; the orbit mean stays within it, and every other feature agrees to 1e-6."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    s = _float32_spinel() if row is None else reference.reference_structure(row)
+    assert row is None or s.composition.reduced_formula == name
     reps, counts = diversity._orbit_sites(s, diversity.FINGERPRINT_SYMPREC)
-    assert len(reps) == 3 and counts.sum() == len(s) == 56
+    assert len(reps) == n_orbits and counts.sum() == len(s)
     ref, fps = _all_sites_fingerprint(s)
     fp = diversity.structure_fingerprint(s)
     eq = np.asarray(SpacegroupAnalyzer(s, symprec=diversity.FINGERPRINT_SYMPREC,
