@@ -27,8 +27,11 @@ def _floats(s: str) -> list[float]:
     return [float(x) for x in s.split(",") if x]
 
 
-def run_sweep(cfg, seeds: list[int], lrs: list[float], lr_zs: list[float]):
+def run_sweep(cfg, seeds: list[int], lrs: list[float], lr_zs: list[float], devices: int | None = None):
+    """Every (seed, lr, lr_z) of the grid trained in one vmapped program; ``devices`` > 1 splits the grid over that
+    many devices (independent runs on different devices; the grid size must be a multiple)."""
     from experiments.tasks import build_task
+    from hgfn_jax.gflownet.sharding import check_divisible, data_mesh, split_leading
     from hgfn_jax.gflownet.train import make_train
 
     task = build_task(cfg)
@@ -37,6 +40,9 @@ def run_sweep(cfg, seeds: list[int], lrs: list[float], lr_zs: list[float]):
     rngs = jnp.stack([jax.random.PRNGKey(s) for s, _, _ in grid])
     lr_arr = jnp.asarray([g[1] for g in grid], jnp.float32)
     lrz_arr = jnp.asarray([g[2] for g in grid], jnp.float32)
+    mesh = data_mesh(devices)
+    check_divisible(len(grid), mesh, "the sweep grid (seeds x lr x lr_z)")
+    rngs, lr_arr, lrz_arr = split_leading((rngs, lr_arr, lrz_arr), mesh)
     t0 = time.perf_counter()
     ts, metrics = jax.block_until_ready(jax.jit(jax.vmap(train))(rngs, lr_arr, lrz_arr))
     seconds = time.perf_counter() - t0
@@ -63,13 +69,14 @@ def main(argv=None):
     ap.add_argument("--lr-z", default=None, help="comma-separated log Z learning rates (default: the config's)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--devices", type=int, default=None, help="split the grid over N devices")
     args = ap.parse_args(argv)
 
     cfg = apply_overrides(get_config(args.exp, args.preset), args.overrides)
     seeds = [int(s) for s in args.seeds.split(",") if s]
     lrs = _floats(args.lr) if args.lr else [float(cfg.train.lr)]
     lr_zs = _floats(args.lr_z) if args.lr_z else [float(cfg.train.lr_z)]
-    results, metrics, seconds = run_sweep(cfg, seeds, lrs, lr_zs)
+    results, metrics, seconds = run_sweep(cfg, seeds, lrs, lr_zs, args.devices)
 
     workdir = Path(args.workdir or f"runs/sweep-{args.exp}-{args.preset}")
     workdir.mkdir(parents=True, exist_ok=True)

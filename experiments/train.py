@@ -4,7 +4,9 @@ Runs resume from the latest checkpoint in the work directory (``runs/<exp>-<pres
 and start the same command again to continue it exactly. ``--set train.lr=1e-3`` overrides any config field.
 A work directory holding a run trained with another config is refused (the differing fields are named; only the
 run length, the checkpoint cadence and the evaluation may change on a resume): pass ``--fresh`` to discard it,
-or choose another ``--workdir``. Configuration errors print one line and exit with status 2.
+or choose another ``--workdir``. Configuration errors print one line and exit with status 2. ``--devices N`` splits
+each training batch over N devices (``hgfn_jax.gflownet.sharding``; same results as one device, resumable on
+another device count).
 """
 
 from __future__ import annotations
@@ -87,8 +89,13 @@ def main(argv=None):
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--fresh", action="store_true", help="ignore (delete) an existing run in the work directory")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--devices", type=int, default=None,
+                    help="split each training batch over N devices (GPUs, or hosts after jax.distributed); "
+                         "parameters replicated, same results as one device")
     args = ap.parse_args(argv)
     if args.exp == "pgcgm":  # the GAN has its own loop (hgfn_jax.gan.train); same flags, same conventions
+        if args.devices not in (None, 1):
+            _fail("--devices: the PGCGM loop trains on one device (data-parallel training is the GFlowNet loop's)")
         from experiments import pgcgm
 
         rest = ["--preset", args.preset] + (["--workdir", args.workdir] if args.workdir else [])
@@ -102,6 +109,12 @@ def main(argv=None):
     # Everything a user can get wrong is checked here, before any data, model or compilation: one line each.
     try:
         cfg = apply_overrides(get_config(args.exp, args.preset), args.overrides)
+        if args.devices is not None:
+            from hgfn_jax.gflownet.sharding import check_divisible, data_mesh
+
+            with cfg.unlocked():
+                cfg.train.devices = int(args.devices)
+            check_divisible(int(cfg.train.batch_size), data_mesh(args.devices))
         workdir = Path(args.workdir) if args.workdir else (
             Path(os.environ.get("HGFN_RUNS_DIR", "runs")) / f"{args.exp}-{args.preset}")
         if args.fresh and workdir.exists():

@@ -43,6 +43,7 @@ from hgfn_jax.gflownet.objectives.flow import StateFlow, log_flow_of_trajectorie
 from hgfn_jax.gflownet.policy import Policy
 from hgfn_jax.gflownet.rollout import Trajectory, init_states, rollout
 from hgfn_jax.gflownet.sampling import sample_batches
+from hgfn_jax.gflownet.sharding import check_divisible, data_mesh, replicate, shard_batch
 from hgfn_jax.gflownet.visited import KEYS as VISITED_KEYS
 from hgfn_jax.gflownet.visited import LOG_REWARD as VISITED_LOG_REWARD
 from hgfn_jax.gflownet.visited import VisitedLog, state_words
@@ -79,7 +80,7 @@ class EvalContext:
 class Compiled(NamedTuple):
     """A task's jitted functions for one compiled-relevant training config."""
 
-    init: Callable  # init(rng) -> TrainState (not jitted: jits the policy init inside)
+    init: Callable  # init(rng) -> TrainState (not jitted: jits the policy init inside); replicated on the mesh
     run_chunk: Callable  # jit(run_chunk, static n): (ts, n) -> (ts, metrics [n])
     sample: SampleFn  # jit(sample, static n)
     log_reward: Callable  # jit(vmap(task.log_reward)): states [B] -> (log_r [B], terms)
@@ -163,11 +164,15 @@ def make_train(config, task: Task, record_visited: bool | None = None) -> TrainF
     ``loss`` (``tb`` | ``db`` | ``subtb``, default ``tb``; ``gflownet.objectives``), ``subtb_lambda`` (0.9),
     and for the state-flow objectives ``lr_flow`` (default ``lr``) and ``flow_hidden`` (default (64, 64)).
     ``record_visited`` (default ``train.record_visited``, False when absent): the update's metrics also carry the
-    batch's terminal-state keys and log-rewards (``gflownet.visited``; [B, ...] per iteration, not scalars)."""
+    batch's terminal-state keys and log-rewards (``gflownet.visited``; [B, ...] per iteration, not scalars).
+    ``devices`` (default 1): split each batch over that many devices (``gflownet.sharding``; same results)."""
     tc = config.train
     objective = objective_from(tc)  # a bad loss name / lambda fails here, before anything is traced
     env, policy = task.env, task.policy
     batch = int(tc.batch_size)
+    # train.devices > 1: the batch is split over a device mesh, parameters replicated (gflownet.sharding)
+    mesh = data_mesh(tc.get("devices", 1))
+    check_divisible(batch, mesh)
     explore = exploration_from(tc)
     v_reward = jax.vmap(task.log_reward)
     if record_visited is None:
@@ -200,7 +205,8 @@ def make_train(config, task: Task, record_visited: bool | None = None) -> TrainF
     tx_static = make_optimizer(tc.lr, tc.lr_z, tc.get("grad_clip", 0.0), _lr_flow(tc.lr))
 
     def loss_fn(params, key):
-        traj: Trajectory = rollout(key, env, policy.apply, params["policy"], batch, explore,
+        start = None if mesh is None else shard_batch(init_states(env, batch), mesh)
+        traj: Trajectory = rollout(key, env, policy.apply, params["policy"], batch, explore, start=start,
                                    return_states=objective.needs_flow)
         log_r, terms = v_reward(jax.lax.stop_gradient(traj.final))
         log_r = jax.lax.stop_gradient(log_r)
@@ -245,7 +251,8 @@ def make_train(config, task: Task, record_visited: bool | None = None) -> TrainF
 
     def sample(params, key, n: int, explore_sample: Exploration | None = None) -> Trajectory:
         ex = Exploration.make(0.0, 1.0) if explore_sample is None else explore_sample
-        return rollout(key, env, policy.apply, params["policy"], n, ex)
+        start = None if mesh is None or n % mesh.size else shard_batch(init_states(env, n), mesh)
+        return rollout(key, env, policy.apply, params["policy"], n, ex, start=start)
 
     return TrainFns(init, update, run_chunk, train, sample)
 
@@ -263,7 +270,9 @@ def compiled(config, task: Task) -> Compiled:
     entries = task.cache.entries
     if key not in entries:
         fns = make_train(config, task)
-        entries[key] = Compiled(fns.init, jax.jit(fns.run_chunk, static_argnums=1),
+        mesh = data_mesh(config.train.get("devices", 1))  # train.devices > 1: the state lives on every device
+        init = fns.init if mesh is None else (lambda rng, _i=fns.init, _m=mesh: replicate(_i(rng), _m))
+        entries[key] = Compiled(init, jax.jit(fns.run_chunk, static_argnums=1),
                                 jax.jit(fns.sample, static_argnums=2), jax.jit(jax.vmap(task.log_reward)))
     return entries[key]
 
@@ -291,8 +300,9 @@ def train_and_evaluate(config, task: Task, workdir: str | Path, stop_after: int 
     workdir.mkdir(parents=True, exist_ok=True)
     init, jit_chunk, sample_jit, v_reward = compiled(config, task)
 
-    ts = init(jax.random.PRNGKey(int(config.seed)))
+    ts = init_ts = init(jax.random.PRNGKey(int(config.seed)))
     mngr, ts, start = restore_latest_good(workdir, ts)
+    ts = jax.tree.map(lambda r, x: jax.device_put(r, x.sharding), ts, init_ts)  # restored arrays placed like init's
     if start:
         print(f"resumed {workdir} from step {start}")
     # Written after the restore: a resume may only have changed RESUME_MAY_CHANGE fields, recorded here.

@@ -96,9 +96,10 @@ class ConfigMismatchError(ValueError):
 
 # Fields a resume may change (everything else must equal the recorded config): the run length and the host
 # loop's chunking / checkpoint cadence, whether visited.jsonl is recorded (a logging switch: a run recorded
-# without it resumes with it, its stream starting at the restored step), and the evaluation that follows training.
+# without it resumes with it, its stream starting at the restored step), the device count (same program, same
+# results: gflownet.sharding), and the evaluation that follows training.
 RESUME_MAY_CHANGE = tuple(f"train.{k}" for k in ("num_iterations", "steps_per_call", "checkpoint_every",
-                                                 "record_visited")) + ("eval",)
+                                                  "record_visited", "devices")) + ("eval",)
 
 
 # Fields added to the configs after runs were recorded with them absent: an absent field in a recorded config.json
