@@ -194,22 +194,8 @@ def _model_energy(params: dict, index: jnp.ndarray, nm: jnp.ndarray, g: PesGraph
     return params["data_std"] * jnp.sum(atomic * nmf) + params["data_mean"] + jnp.sum(refs * nmf)
 
 
-def energy_forces_stress_cell(
-    params: dict,
-    cell: jnp.ndarray,
-    positions: jnp.ndarray,
-    species: jnp.ndarray,
-    mask: jnp.ndarray,
-    k: int = DEFAULT_K,
-    k3: int = DEFAULT_K3,
-    max_images: int = 2,
-    overflow: jnp.ndarray | bool = False,
-):
-    """(energy eV [], forces eV/A [N, 3], stress GPa [3, 3], valid []) of one cell in any orientation.
-
-    ``cell`` [3, 3]: lattice vectors as rows (A); ``positions`` [N, 3] Cartesian (A), rows of padding sites
-    ignored; ``species`` [N] atomic numbers; ``mask`` [N] real sites. Forces on padding sites are 0.
-    """
+def _efs(params, cell, positions, species, mask, k, k3, max_images, overflow):
+    """(energy, forces, stress, graph ok, finite), unmasked: the body of :func:`energy_forces_stress_cell`."""
     cell = jnp.asarray(cell, jnp.float32)
     positions = jnp.asarray(positions, jnp.float32)
     mask = jnp.asarray(mask, bool)
@@ -227,14 +213,29 @@ def energy_forces_stress_cell(
     e, (d_pos, d_eps) = jax.value_and_grad(total, argnums=(0, 1))(positions, jnp.zeros((3, 3), jnp.float32))
     forces = jnp.where(mask[:, None], -d_pos, 0.0)
     stress = d_eps * (EV_PER_ANG3_TO_GPA / jnp.abs(jnp.linalg.det(cell)))
-    valid = (
-        ~jnp.asarray(overflow, bool)
-        & g.ok
-        & supported
-        & jnp.isfinite(e)
-        & jnp.all(jnp.isfinite(forces))
-        & jnp.all(jnp.isfinite(stress))
-    )
+    ok = ~jnp.asarray(overflow, bool) & g.ok & supported
+    finite = jnp.isfinite(e) & jnp.all(jnp.isfinite(forces)) & jnp.all(jnp.isfinite(stress))
+    return e, forces, stress, ok, finite
+
+
+def energy_forces_stress_cell(
+    params: dict,
+    cell: jnp.ndarray,
+    positions: jnp.ndarray,
+    species: jnp.ndarray,
+    mask: jnp.ndarray,
+    k: int = DEFAULT_K,
+    k3: int = DEFAULT_K3,
+    max_images: int = 2,
+    overflow: jnp.ndarray | bool = False,
+):
+    """(energy eV [], forces eV/A [N, 3], stress GPa [3, 3], valid []) of one cell in any orientation.
+
+    ``cell`` [3, 3]: lattice vectors as rows (A); ``positions`` [N, 3] Cartesian (A), rows of padding sites
+    ignored; ``species`` [N] atomic numbers; ``mask`` [N] real sites. Forces on padding sites are 0.
+    """
+    e, forces, stress, ok, finite = _efs(params, cell, positions, species, mask, k, k3, max_images, overflow)
+    valid = ok & finite
     nan = jnp.nan
     return jnp.where(valid, e, nan), jnp.where(valid, forces, nan), jnp.where(valid, stress, nan), valid
 
