@@ -1,4 +1,4 @@
-"""Evaluate a run directory: ``python -m experiments.evaluate RUN_DIR [--n N] [--relaxer m3gnet|m3gnet_jax|tensornet|none]``.
+"""Evaluate a run directory: ``python -m experiments.evaluate RUN_DIR [--n N] [--relaxer NAME]``.
 
 Reads the run's samples and writes ``RUN_DIR/eval/metrics.json``, ``per_sample.csv`` and ``report.md``
 (``hgfn_jax.metrics``):

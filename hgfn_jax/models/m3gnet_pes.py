@@ -55,9 +55,6 @@ from hgfn_jax.crystal.types import Crystal
 from hgfn_jax.models import convert
 from hgfn_jax.models.layers import dense
 from hgfn_jax.models.m3gnet import (
-    _EXPECTED_CONFIG as _EFORM_CONFIG,
-)
-from hgfn_jax.models.m3gnet import (
     _COS_EPS,
     _Y00,
     _Y10,
@@ -69,6 +66,9 @@ from hgfn_jax.models.m3gnet import (
     _gated_mlp,
     _polynomial_cutoff,
     _spherical_bessel,
+)
+from hgfn_jax.models.m3gnet import (
+    _EXPECTED_CONFIG as _EFORM_CONFIG,
 )
 
 NAME = "M3GNet-MP-2021.2.8-PES"
