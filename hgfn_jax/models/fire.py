@@ -100,28 +100,7 @@ def _evaluate(params, orig, u, x, species, mask, alpha, k, k3, max_images):
     return e, gen, ok, finite, volume
 
 
-def relax(
-    params: dict,
-    cell: jnp.ndarray,
-    positions: jnp.ndarray,
-    species: jnp.ndarray,
-    mask: jnp.ndarray,
-    fmax: float = 0.1,
-    max_steps: int = 500,
-    skip: jnp.ndarray | None = None,
-    k: int = m3gnet_pes.DEFAULT_K,
-    k3: int = m3gnet_pes.DEFAULT_K3,
-    max_images: int = 2,
-    **fire,
-) -> RelaxOutput:
-    """Relax a batch: ``cell`` [B, 3, 3] rows (A), ``positions`` [B, N, 3] Cartesian (A), ``species`` [B, N]
-    atomic numbers, ``mask`` [B, N] real sites; ``skip`` [B] bool: padding entries (status SKIPPED, never
-    evaluated as running). ``fire``: overrides of :data:`FIRE_DEFAULTS`. ``k``, ``k3``, ``max_images``,
-    ``max_steps`` and the FIRE constants are static under jit."""
-    unknown = set(fire) - set(FIRE_DEFAULTS)
-    if unknown:
-        raise TypeError(f"unknown FIRE parameters {sorted(unknown)}; known: {sorted(FIRE_DEFAULTS)}")
-    c = {**FIRE_DEFAULTS, **fire}
+def _check(cell, positions, species, mask):
     cell = jnp.asarray(cell, jnp.float32)
     positions = jnp.asarray(positions, jnp.float32)
     mask = jnp.asarray(mask, bool)
@@ -131,14 +110,25 @@ def relax(
             f"relax expects cell [B, 3, 3], positions [B, N, 3], species and mask [B, N]; got {cell.shape}, "
             f"{positions.shape}, {species.shape}, {mask.shape}"
         )
+    return cell, positions, species, mask
+
+
+def _constants(fire: dict) -> dict:
+    unknown = set(fire) - set(FIRE_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown FIRE parameters {sorted(unknown)}; known: {sorted(FIRE_DEFAULTS)}")
+    return {**FIRE_DEFAULTS, **fire}
+
+
+def init(positions: jnp.ndarray, mask: jnp.ndarray, skip: jnp.ndarray | None = None, **fire) -> RelaxState:
+    """Initial FIRE state of a batch (``positions`` [B, N, 3] A, ``mask`` [B, N]; ``skip`` [B]: padding)."""
+    c = _constants(fire)
+    positions = jnp.asarray(positions, jnp.float32)
+    mask = jnp.asarray(mask, bool)
     b, n = mask.shape
-    n_atoms = jnp.sum(mask, axis=1).astype(jnp.int32)
-    alpha = jnp.maximum(n_atoms, 1).astype(jnp.float32)
     skip = jnp.zeros(b, bool) if skip is None else jnp.asarray(skip, bool)
-    evaluate = jax.vmap(lambda o, u, x, z, m, al: _evaluate(params, o, u, x, z, m, al, k, k3, max_images))
-    pos0 = jnp.where(mask[..., None], positions, 0.0)
-    state = RelaxState(
-        u=pos0,
+    return RelaxState(
+        u=jnp.where(mask[..., None], positions, 0.0),
         x=jnp.zeros((b, 3, 3), jnp.float32),
         vel=jnp.zeros((b, n + 3, 3), jnp.float32),
         dt=jnp.full(b, c["dt"], jnp.float32),
@@ -147,10 +137,37 @@ def relax(
         steps=jnp.zeros(b, jnp.int32),
         energy=jnp.full(b, jnp.nan, jnp.float32),
         fmax=jnp.full(b, jnp.nan, jnp.float32),
-        status=jnp.where(skip | (n_atoms == 0), SKIPPED, RUNNING).astype(jnp.int32),
+        status=jnp.where(skip | ~jnp.any(mask, axis=1), SKIPPED, RUNNING).astype(jnp.int32),
     )
 
-    def body(s: RelaxState) -> RelaxState:
+
+def run(
+    params: dict,
+    state: RelaxState,
+    cell: jnp.ndarray,
+    species: jnp.ndarray,
+    mask: jnp.ndarray,
+    fmax: float = 0.1,
+    max_steps: int = 500,
+    max_iters: int | None = None,
+    k: int = m3gnet_pes.DEFAULT_K,
+    k3: int = m3gnet_pes.DEFAULT_K3,
+    max_images: int = 2,
+    **fire,
+) -> RelaxState:
+    """Advance ``state`` (from :func:`init`, ``cell`` [B, 3, 3] the INITIAL cells) until no structure runs, or for
+    at most ``max_iters`` loop iterations (evaluate + step each; ``None``: until done). Chunks of a few tens of
+    iterations let a host loop replace finished structures by new ones (continuous batching)."""
+    c = _constants(fire)
+    cell = jnp.asarray(cell, jnp.float32)
+    mask = jnp.asarray(mask, bool)
+    species = jnp.asarray(species, jnp.int32)
+    n = mask.shape[1]
+    alpha = jnp.maximum(jnp.sum(mask, axis=1), 1).astype(jnp.float32)  # exp_cell_factor = number of atoms
+    evaluate = jax.vmap(lambda o, u, x, z, m, al: _evaluate(params, o, u, x, z, m, al, k, k3, max_images))
+
+    def body(carry):
+        it, s = carry
         e, gen, ok, finite, volume = evaluate(cell, s.u, s.x, species, mask, alpha)
         gen = jnp.where(jnp.isfinite(gen), gen, 0.0)
         fm = jnp.sqrt(jnp.max(jnp.sum(gen * gen, axis=-1), axis=-1))
@@ -175,9 +192,8 @@ def relax(
         started = s.steps > 0
         downhill = started & (vf > 0.0)
         reset = started & ~(vf > 0.0)
-        mixed = (1.0 - s.a)[:, None, None] * s.vel + (s.a * jnp.sqrt(v2) / jnp.sqrt(jnp.maximum(g2, 1e-30)))[
-            :, None, None
-        ] * gen
+        scale = s.a * jnp.sqrt(v2) / jnp.sqrt(jnp.maximum(g2, 1e-30))
+        mixed = (1.0 - s.a)[:, None, None] * s.vel + scale[:, None, None] * gen
         vel = jnp.where(downhill[:, None, None], mixed, jnp.where(reset[:, None, None], 0.0, s.vel))
         grow = downhill & (s.n_pos > c["nmin"])
         dt = jnp.where(grow, jnp.minimum(s.dt * c["finc"], c["dtmax"]), s.dt)
@@ -192,7 +208,7 @@ def relax(
         dr = dr * jnp.where(norm > c["maxstep"], c["maxstep"] / jnp.maximum(norm, 1e-30), 1.0)[:, None, None]
 
         m3 = move[:, None, None]
-        return RelaxState(
+        return it + 1, RelaxState(
             u=jnp.where(m3, s.u + dr[:, :n], s.u),
             x=jnp.where(m3, s.x + dr[:, n:], s.x),
             vel=jnp.where(m3, vel, s.vel),
@@ -205,9 +221,21 @@ def relax(
             status=status,
         )
 
-    state = jax.lax.while_loop(lambda s: jnp.any(s.status == RUNNING), body, state)
+    limit = max_steps + 1 if max_iters is None else int(max_iters)
+
+    def cond(carry):
+        it, s = carry
+        return (it < limit) & jnp.any(s.status == RUNNING)
+
+    return jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), state))[1]
+
+
+def finalize(state: RelaxState, cell: jnp.ndarray, mask: jnp.ndarray) -> RelaxOutput:
+    """Final cells and positions (frame of the initial ``cell`` [B, 3, 3]) of a state."""
+    mask = jnp.asarray(mask, bool)
+    alpha = jnp.maximum(jnp.sum(mask, axis=1), 1).astype(jnp.float32)
     f_mat = jax.vmap(expm)(state.x / alpha[:, None, None])
-    final_cell = jnp.einsum("bij,bkj->bik", cell, f_mat)
+    final_cell = jnp.einsum("bij,bkj->bik", jnp.asarray(cell, jnp.float32), f_mat)
     final_pos = jnp.einsum("bnj,bkj->bnk", state.u, f_mat)
     return RelaxOutput(
         cell=final_cell,
@@ -218,6 +246,31 @@ def relax(
         steps=state.steps,
         status=state.status,
     )
+
+
+def relax(
+    params: dict,
+    cell: jnp.ndarray,
+    positions: jnp.ndarray,
+    species: jnp.ndarray,
+    mask: jnp.ndarray,
+    fmax: float = 0.1,
+    max_steps: int = 500,
+    skip: jnp.ndarray | None = None,
+    k: int = m3gnet_pes.DEFAULT_K,
+    k3: int = m3gnet_pes.DEFAULT_K3,
+    max_images: int = 2,
+    **fire,
+) -> RelaxOutput:
+    """Relax a batch to the end: ``cell`` [B, 3, 3] rows (A), ``positions`` [B, N, 3] Cartesian (A), ``species``
+    [B, N] atomic numbers, ``mask`` [B, N] real sites; ``skip`` [B] bool: padding entries (status SKIPPED).
+    ``fire``: overrides of :data:`FIRE_DEFAULTS`. ``k``, ``k3``, ``max_images``, ``max_steps`` and the FIRE
+    constants are static under jit."""
+    _constants(fire)
+    cell, positions, species, mask = _check(cell, positions, species, mask)
+    state = init(positions, mask, skip, **fire)
+    state = run(params, state, cell, species, mask, fmax, max_steps, None, k, k3, max_images, **fire)
+    return finalize(state, cell, mask)
 
 
 def relax_crystals(params: dict, crystals: Crystal, **kwargs) -> RelaxOutput:
