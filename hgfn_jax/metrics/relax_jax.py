@@ -5,10 +5,11 @@ Same interface and records as :class:`hgfn_jax.metrics.relax.Relaxer` (``relax``
 FrechetCellFilter DOF, fmax 0.1 eV/A, step cap; :mod:`hgfn_jax.models.fire`), same potential
 (:mod:`hgfn_jax.models.m3gnet_pes`, equal to the fixed host model to ~1e-5 eV/A). How it runs:
 
-- structures are grouped by padded shape: sites rounded up to a multiple of ``site_bucket``, bond capacities
-  ``k`` / ``k3`` (bonds per atom within 5 A / 4 A) the smallest of :data:`K_BUCKETS` / :data:`K3_BUCKETS` holding
-  1.25 x the input's largest count + 2 (the padded per-bond work is proportional to ``k``: data-set cells need
-  32-64, not the 80 a fixed graph would carry). One compile per group shape, cached per process;
+- structures are grouped by padded size (sites rounded up to a multiple of ``site_bucket``); each group's bond
+  capacities ``k`` / ``k3`` (bonds per atom within 5 A / 4 A) are the smallest of :data:`K_BUCKETS` /
+  :data:`K3_BUCKETS` holding 1.25 x its members' largest count + 2 (the padded per-bond work is proportional to
+  ``k``: data-set cells need 32-64, not the 80 a fixed graph carries). One compile per group shape (~20 s on a
+  loaded 2-core CPU), cached per process;
 - each group relaxes with continuous batching, as the host relaxer: ``batch_size`` slots advance together for
   ``chunk`` FIRE iterations inside one compiled ``while_loop``; between chunks the finished slots are harvested
   and refilled from the queue (finished slots stay frozen until then);
@@ -88,7 +89,7 @@ class JaxRelaxer:
     def relax_many(self, structures: list[Structure | None]) -> list[RelaxResult]:
         """One :class:`RelaxResult` per input, in order; never raises for a bad structure."""
         results: list[RelaxResult | None] = [None] * len(structures)
-        groups: dict[tuple, list[int]] = {}
+        groups: dict[int, list] = {}
         for i, s in enumerate(structures):
             err = input_error(s)
             if err is None and not s.is_ordered:
@@ -102,9 +103,11 @@ class JaxRelaxer:
             if err is not None:
                 results[i] = _fail(err)
             else:
-                groups.setdefault(key, []).append(i)
+                groups.setdefault(key[0], []).append((i, key))
         retry: dict[tuple, list[int]] = {}
-        for key, items in sorted(groups.items()):
+        for n, members in sorted(groups.items()):  # one group per site bucket: the members' largest capacities
+            items = [i for i, _ in members]
+            key = (n, max(kk[1] for _, kk in members), max(kk[2] for _, kk in members), 2)
             for i, res in self._relax_group(structures, items, *key).items():
                 if res.reason == "graph_error" and key[1:] != (K_BUCKETS[-1], K3_BUCKETS[-1], 3):
                     retry.setdefault((key[0], K_BUCKETS[-1], K3_BUCKETS[-1], 3), []).append(i)
@@ -115,7 +118,8 @@ class JaxRelaxer:
         return results  # type: ignore[return-value]
 
     def group_key(self, s: Structure) -> tuple[int, int, int, int] | None:
-        """(padded sites, k, k3, max_images) of the group that relaxes ``s``; None if too dense for the buckets."""
+        """(padded sites, k, k3, max_images) that ``s`` alone needs (its group takes its members' largest); None if
+        too dense for the buckets."""
         k = _bucket(int(np.ceil(1.25 * max_bonds(s, self._pes.CUTOFF))) + 2, K_BUCKETS)
         k3 = _bucket(int(np.ceil(1.25 * max_bonds(s, self._pes.THREEBODY_CUTOFF))) + 2, K3_BUCKETS)
         if k is None or k3 is None:
