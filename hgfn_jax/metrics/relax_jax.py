@@ -52,13 +52,14 @@ def max_bonds(s: Structure, cutoff: float) -> int:
 
 
 @functools.cache
-def _compiled(fmax: float, max_steps: int, k: int, k3: int, max_images: int, chunk: int):
+def _compiled(k: int, k3: int, max_images: int, chunk: int):
+    """Jitted ``fire.run`` (``chunk`` iterations; fmax and max_steps traced: one compile per shape and capacity)
+    and ``fire.finalize``."""
     import jax
 
     from hgfn_jax.models import fire
 
-    run = jax.jit(functools.partial(fire.run, fmax=fmax, max_steps=max_steps, max_iters=chunk, k=k, k3=k3,
-                                    max_images=max_images))
+    run = jax.jit(functools.partial(fire.run, max_iters=chunk, k=k, k3=k3, max_images=max_images))
     return run, jax.jit(fire.finalize)
 
 
@@ -129,7 +130,11 @@ class JaxRelaxer:
     def compiled(self, key: tuple[int, int, int, int]):
         """(run, finalize): jitted :func:`hgfn_jax.models.fire.run` (``chunk`` iterations) and ``finalize`` of a
         group (cached per process)."""
-        return _compiled(self.fmax, self.max_steps, *key[1:], self.chunk)
+        import jax.numpy as jnp
+
+        run, finalize = _compiled(*key[1:], self.chunk)
+        limits = (jnp.float32(self.fmax), jnp.int32(self.max_steps))
+        return lambda params, state, cell, species, mask: run(params, state, cell, species, mask, *limits), finalize
 
     def _relax_group(self, structures: list, items: list[int], n: int, k: int, k3: int,
                      max_images: int) -> dict[int, RelaxResult]:

@@ -221,7 +221,7 @@ def run(
             status=status,
         )
 
-    limit = max_steps + 1 if max_iters is None else int(max_iters)
+    limit = max_steps + 1 if max_iters is None else max_iters  # fmax, max_steps, max_iters may be traced
 
     def cond(carry):
         it, s = carry
