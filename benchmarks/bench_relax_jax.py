@@ -4,11 +4,12 @@
    JAX ``vmap(energy_forces_stress)`` at the default capacity (k 80) and at k 48 (what the JAX relaxer picks for
    such cells), against the host potential on one graph batch of the same 32 cells (``Relaxer._forward``).
 2. Relaxation (FIRE + FrechetCellFilter, fmax 0.1 eV/A, <= 300 steps) of rattled data-set cells (0.1 A
-   displacements, 3 % strain; default 100 cells of <= 8 sites): ``relaxer="m3gnet_jax"`` vs the host
+   displacements, 3 % strain, cells of <= 8 sites; default 32 cells, ~5 min on the loaded 2-core CPU, the
+   recorded results are of ``--n-relax 100``, ~12 min): ``relaxer="m3gnet_jax"`` vs the host
    ``Relaxer`` (batch 32 each): wall time, converged fraction, mean steps, agreement of the final energies.
    ``compile_s`` of the JAX relaxer: a warm-up run with a 1-step cap on the same inputs (same group shapes).
 
-    python -m benchmarks.bench_relax_jax [--n-relax 100] [--max-sites 16]
+    python -m benchmarks.bench_relax_jax [--n-relax 100] [--max-sites 8] [--skip-efs]
 
 Writes ``benchmarks/results/relax_jax.json`` (records with benchmark, batch, items_per_s, compile_s, device).
 """
@@ -108,7 +109,7 @@ def bench_relax(records: list, n: int, max_sites: int, max_steps: int) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n-relax", type=int, default=100)
+    ap.add_argument("--n-relax", type=int, default=32, help="rattled cells to relax (results file: 100)")
     ap.add_argument("--max-sites", type=int, default=8)
     ap.add_argument("--max-steps", type=int, default=300)
     ap.add_argument("--skip-efs", action="store_true")
