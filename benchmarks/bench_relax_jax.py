@@ -107,20 +107,27 @@ def bench_relax(records: list, n: int, max_sites: int, max_steps: int) -> None:
                           **stats(out_h)))
 
 
-def main(argv=None) -> None:
+def main(quick: bool = False, n_relax: int = 32, max_sites: int = 8, max_steps: int = 300,
+         skip_efs: bool = False) -> list[dict]:
+    """``quick`` (``run_all --quick``): 8 cells."""
+    warnings.simplefilter("ignore")
+    records: list = []
+    if not skip_efs:
+        bench_efs(records)
+    bench_relax(records, 8 if quick else n_relax, max_sites, max_steps)
+    write_results("relax_jax", records)
+    return records
+
+
+def cli(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-relax", type=int, default=32, help="rattled cells to relax (results file: 100)")
     ap.add_argument("--max-sites", type=int, default=8)
     ap.add_argument("--max-steps", type=int, default=300)
     ap.add_argument("--skip-efs", action="store_true")
     args = ap.parse_args(argv)
-    warnings.simplefilter("ignore")
-    records: list = []
-    if not args.skip_efs:
-        bench_efs(records)
-    bench_relax(records, args.n_relax, args.max_sites, args.max_steps)
-    write_results("relax_jax", records)
+    main(n_relax=args.n_relax, max_sites=args.max_sites, max_steps=args.max_steps, skip_efs=args.skip_efs)
 
 
 if __name__ == "__main__":
-    main()
+    cli()
