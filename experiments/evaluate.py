@@ -1,4 +1,4 @@
-"""Evaluate a run directory: ``python -m experiments.evaluate RUN_DIR [--n N] [--relaxer m3gnet|none]``.
+"""Evaluate a run directory: ``python -m experiments.evaluate RUN_DIR [--n N] [--relaxer NAME]``.
 
 Reads the run's samples and writes ``RUN_DIR/eval/metrics.json``, ``per_sample.csv`` and ``report.md``
 (``hgfn_jax.metrics``):
@@ -80,12 +80,13 @@ def evaluate_run(run_dir: str | Path, n: int | None = None, relaxer: str = "m3gn
     samples, pred, notes = load_run(run_dir, n)
     relax = None
     if relaxer != "none" and any(s.structure is not None for s in samples):
-        from hgfn_jax.metrics.relax import Relaxer
+        from hgfn_jax.metrics.relax import make_relaxer
 
-        name = {"m3gnet": "M3GNet-MP-2021.2.8-PES", "tensornet": "TensorNet-MatPES-PBE-v2025.1-PES"}[relaxer]
-        relax = Relaxer(name, max_steps=max_steps, time_limit_s=time_limit, batch_size=relax_batch)
+        relax = make_relaxer(relaxer, max_steps=max_steps, time_limit_s=time_limit, batch_size=relax_batch)
+        name = relax.name
+        limit = "no time limit (step cap only)" if relaxer == "m3gnet_jax" else f"<= {time_limit:g} s per structure"
         notes.append(f"Relaxed with {name} (FIRE + FrechetCellFilter, fmax 0.1 eV/A, <= {max_steps} steps, "
-                     f"<= {time_limit:g} s per structure, batches of {relax_batch}).")
+                     f"{limit}, batches of {relax_batch}).")
     elif relaxer == "none":
         notes.append("No relaxation (--relaxer none): no match rate; energies are of the generated structures.")
     metrics, per = evaluate_samples(samples, relaxer=relax, predicted_formation_energy=pred,
@@ -115,7 +116,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir")
     ap.add_argument("--n", type=int, default=None, help="evaluate the first N samples (default all)")
-    ap.add_argument("--relaxer", default="m3gnet", choices=["m3gnet", "tensornet", "none"])
+    ap.add_argument("--relaxer", default="m3gnet", choices=["m3gnet", "m3gnet_jax", "tensornet", "none"])
     ap.add_argument("--max-steps", type=int, default=300)
     ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per structure")
     ap.add_argument("--relax-batch", type=int, default=32, help="structures in flight per relaxation batch")

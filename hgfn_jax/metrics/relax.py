@@ -46,6 +46,9 @@ from pymatgen.core import Structure
 DEFAULT_POTENTIAL = "M3GNet-MP-2021.2.8-PES"
 TENSORNET_POTENTIAL = "TensorNet-MatPES-PBE-v2025.1-PES"
 DEFAULT_EFORM = "M3GNet-MP-2018.6.1-Eform"
+#: ``relaxer`` setting of the suite -> potential; ``m3gnet_jax``: the same M3GNet PES and algorithm in JAX
+#: (:class:`hgfn_jax.metrics.relax_jax.JaxRelaxer`, same records).
+RELAXERS = {"m3gnet": DEFAULT_POTENTIAL, "tensornet": TENSORNET_POTENTIAL, "m3gnet_jax": DEFAULT_POTENTIAL}
 
 #: (ltol, stol, angle_tol) of each convention.
 TOLERANCES = {
@@ -291,6 +294,17 @@ class Relaxer:
                         results[r.index] = _fail("model_error", r.steps, r.seconds)
                 active = still
         return results  # type: ignore[return-value]
+
+
+def make_relaxer(relaxer: str = "m3gnet", **kwargs):
+    """The relaxer of a suite setting (a key of ``RELAXERS``); ``kwargs`` as :class:`Relaxer`."""
+    if relaxer not in RELAXERS:
+        raise ValueError(f"unknown relaxer {relaxer!r}; choose one of {sorted(RELAXERS)}")
+    if relaxer == "m3gnet_jax":
+        from hgfn_jax.metrics.relax_jax import JaxRelaxer
+
+        return JaxRelaxer(**kwargs)
+    return Relaxer(RELAXERS[relaxer], **kwargs)
 
 
 def formation_energies(structures: list[Structure | None], model: str = DEFAULT_EFORM) -> np.ndarray:

@@ -13,6 +13,7 @@ fingerprint it was converted from, which is checked against ``matgl_fix.CHECKPOI
 Array keys are the torch state-dict keys without the ``model.`` prefix (torch layout: Linear weights are
 [out, in]), plus ``_meta.*``: ``z_to_index`` [119] int32 (position of element Z in the model's element list,
 -1 if unsupported), ``target_mean`` / ``target_std`` (the data standardisation: E = out * std + mean),
+``element_refs`` (PES potentials: per-element energy offsets in the model's element order, eV),
 ``weights_fingerprint``, ``config`` (JSON of the model's init arguments) and, for M3GNet, the spherical-Bessel
 roots and normalisations matgl derives at init (``rbf_*`` of the bond expansion, ``sbf_*`` of the three-body
 basis).
@@ -32,7 +33,7 @@ import numpy as np
 from hgfn_jax import paths
 
 CONVERT_VERSION = 2
-SUPPORTED = ("MEGNet-MP-2018.6.1-Eform", "M3GNet-MP-2018.6.1-Eform")
+SUPPORTED = ("MEGNet-MP-2018.6.1-Eform", "M3GNet-MP-2018.6.1-Eform", "M3GNet-MP-2021.2.8-PES")
 _FILES = ("model.json", "model.pt", "state.pt")
 
 
@@ -80,7 +81,7 @@ def _convert(name: str, folder: Path) -> dict[str, np.ndarray]:
     model, fingerprint = matgl_fix.read_checkpoint(folder)
     _check_fingerprint(name, fingerprint, folder)
     inner = model.model
-    transformer = model.transformer
+    potential = hasattr(model, "element_refs")  # matgl ``Potential`` (PES): data_std / data_mean / element refs
     state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     arrays: dict[str, np.ndarray] = {}
     for key, value in state.items():
@@ -109,8 +110,14 @@ def _convert(name: str, folder: Path) -> dict[str, np.ndarray]:
         if sbf is not None and hasattr(sbf, "roots_slice"):
             arrays[f"_meta.{key}_roots"] = sbf.roots_slice.detach().cpu().numpy().astype(np.float32)
             arrays[f"_meta.{key}_inv_norm"] = sbf.inv_norm.detach().cpu().numpy().astype(np.float32)
-    arrays["_meta.target_mean"] = np.asarray(float(transformer.mean), np.float64)
-    arrays["_meta.target_std"] = np.asarray(float(transformer.std), np.float64)
+    if potential:  # E = data_std * model(g) + data_mean + sum_atoms element_refs[type] (``Potential.forward``)
+        arrays["_meta.target_mean"] = np.asarray(float(model.data_mean), np.float64)
+        arrays["_meta.target_std"] = np.asarray(float(model.data_std), np.float64)
+        refs = model.element_refs.property_offset.detach().cpu().numpy().astype(np.float64)
+        arrays["_meta.element_refs"] = refs
+    else:
+        arrays["_meta.target_mean"] = np.asarray(float(model.transformer.mean), np.float64)
+        arrays["_meta.target_std"] = np.asarray(float(model.transformer.std), np.float64)
     arrays["_meta.weights_fingerprint"] = np.asarray(fingerprint)
     arrays["_meta.config"] = np.asarray(json.dumps(config, sort_keys=True))
     return arrays

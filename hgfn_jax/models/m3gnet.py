@@ -160,10 +160,11 @@ def _polynomial_cutoff(r: jnp.ndarray, cutoff: float) -> jnp.ndarray:
     return jnp.where(r <= cutoff, 1.0 - 10.0 * t3 + 15.0 * t3 * t - 6.0 * t3 * t * t, 0.0)
 
 
-def _gated_mlp(p: dict, x: jnp.ndarray | None, first: dict | None = None) -> jnp.ndarray:
-    """matgl ``GatedMLP`` (activate_last): SiLU-MLP(x) * gate-MLP(x), the gate's last activation a sigmoid.
+def _gated_mlp(p: dict, x: jnp.ndarray | None, first: dict | None = None, activate_last: bool = True) -> jnp.ndarray:
+    """matgl ``GatedMLP``: SiLU-MLP(x) * gate-MLP(x), the gate's last activation a sigmoid.
 
     ``first``: optional precomputed first-layer pre-activations ``{"layers": ..., "gates": ...}`` (replace x).
+    ``activate_last=False`` (the PES per-atom readout): no SiLU after the last layer of the value stack.
     """
 
     def stack(name: str, last) -> jnp.ndarray:
@@ -173,7 +174,7 @@ def _gated_mlp(p: dict, x: jnp.ndarray | None, first: dict | None = None) -> jnp
             h = dense(layer, jax.nn.silu(h))
         return last(h)
 
-    return stack("layers", jax.nn.silu) * stack("gates", jax.nn.sigmoid)
+    return stack("layers", jax.nn.silu if activate_last else (lambda h: h)) * stack("gates", jax.nn.sigmoid)
 
 
 def _first_layer_split(p: dict, v: jnp.ndarray, e: jnp.ndarray, nbr: jnp.ndarray) -> jnp.ndarray:
