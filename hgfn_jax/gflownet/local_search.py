@@ -2,9 +2,10 @@
 
 One iteration, for every trajectory ``tau`` of a batch (terminal state ``x``, reward ``R(x)``):
 
-1. destroy: walk backward from ``x`` with the backward policy P_B, ``k = min(K, L)`` steps (``L``: the length of
-   the backward walk to ``s_0``), to a state ``s``. The walk is continued to ``s_0`` so that the candidate below
-   is a complete trajectory: its prefix ``s_0 -> s`` is the reverse of that P_B walk;
+1. destroy: walk backward from ``x`` with the backward policy P_B, ``k`` steps (stopping early at ``s_0``), to a
+   state ``s``: ``k = K`` under ``"greedy"`` (the paper), ``k ~ Uniform{1..K}`` under ``"mh"`` (below). The walk
+   is continued to ``s_0`` so that the candidate below is a complete trajectory: its prefix ``s_0 -> s`` is the
+   reverse of that P_B walk;
 2. rebuild: roll out the forward policy P_F (on-policy, no exploration) from ``s`` to a terminal ``x'``;
 3. accept ``x'`` (and its trajectory ``s_0 -> s -> x'``) or keep ``tau``:
 
@@ -17,15 +18,18 @@ One iteration, for every trajectory ``tau`` of a batch (terminal state ``x``, re
      to.
    - ``"mh"``: Metropolis-Hastings with the LS-GFN acceptance ratio
 
-         A = min(1, [R(x') P_B(x' -> s) P_F(s -> x)] / [R(x) P_B(x -> s) P_F(s -> x')]),
+         A = min(1, [R(x') P_B(x' -> s) P_F(s -> x) q(m)] / [R(x) P_B(x -> s) P_F(s -> x') q(k)]),
 
-     the products over the destroyed (``x -> s``) and rebuilt (``s -> x'``) transitions, both policies evaluated
-     with the current parameters. This is MH on (x, backward path, forward path) with the path swap as its
-     involution, so its stationary distribution over x is R / Z. Exactness needs the reverse move to be one the
-     proposal can make: from ``x'`` the destroy step walks back ``min(K, L')`` steps, which retraces the rebuild
-     only if the rebuild took exactly ``K`` steps, or fewer with ``s = s_0``. With variable trajectory lengths
-     (hypergrid) a rebuild of any other length has a reverse probability of 0 and is rejected. (The paper's tasks
-     have fixed lengths, where this never triggers.)
+     the products over the destroyed (``x -> s``, ``k`` steps) and rebuilt (``s -> x'``, ``m`` steps)
+     transitions, both policies evaluated with the current parameters, and ``q(j)`` the probability that the
+     destroy step stops after exactly ``j`` steps at ``s``: ``1/K`` (``j <= K``), or ``(K - j + 1)/K`` when ``s``
+     is ``s_0`` (the walk stopped early). A rebuild of ``m > K`` steps cannot be undone by one destroy step and is
+     rejected. This is MH on (x, backward path, forward path) with the path swap as its involution, so its
+     stationary distribution over x is R / Z for any fixed P_F, P_B (tested against a reward table).
+     Why ``k`` is random here: with the paper's fixed ``K`` the reverse move exists only for rebuilds of exactly
+     ``K`` steps, so the chain keeps the trajectory length; on a graded DAG with variable lengths (the hypergrid:
+     length = coordinate sum + 1) it then never leaves the level set it starts in and is not ergodic (the test of
+     the chain found this). The paper's tasks have fixed lengths, where both agree.
 
 The training loop trains on the batch's fresh trajectories together with the searched ones (``gflownet.offpolicy``).
 
@@ -136,10 +140,13 @@ def local_search(key: jax.Array, env: Environment, policy_apply: PolicyApply, pa
 
     def one(carry, key_i):
         cur, cur_terms = carry
-        k_b, k_f, k_u = jax.random.split(key_i, 3)
+        k_b, k_f, k_u, k_k = jax.random.split(key_i, 4)
         bw = backward_walk(k_b, env, policy_apply, params, cur.final)
         n_walk = bw.length  # L
-        kk = jnp.minimum(k, n_walk)  # destroyed steps
+        if accept == "greedy":  # the paper's fixed K
+            kk = jnp.minimum(k, n_walk)
+        else:  # k ~ U{1..K}, stopped early at s_0 (see the module docstring)
+            kk = jnp.minimum(jax.random.randint(k_k, (n_b,), 1, k + 1), n_walk)
         s = _at_tree(bw.prev, kk - 1)
         s_initial = kk == n_walk
         destroyed = t_idx < kk[:, None]
@@ -156,8 +163,12 @@ def local_search(key: jax.Array, env: Environment, policy_apply: PolicyApply, pa
         if accept == "greedy":
             ok = log_r_new > cur.log_r
         else:
-            reversible = (m == k) | ((m < k) & s_initial)
-            log_a = (log_r_new + fw.sum_log_pb + lpf_destroy) - (cur.log_r + lpb_destroy + fw.sum_log_pf)
+            # the reverse move destroys exactly m steps: P(k = m) = 1/K, or P(k >= m) = (K - m + 1)/K when the walk
+            # stops at s = s_0; the forward move's selection probability likewise (the 1/K cancel)
+            reversible = m <= k
+            log_sel = jnp.where(s_initial, jnp.log(jnp.maximum(k - m + 1, 1).astype(jnp.float32))
+                                - jnp.log((k - kk + 1).astype(jnp.float32)), 0.0)
+            log_a = (log_r_new + fw.sum_log_pb + lpf_destroy + log_sel) - (cur.log_r + lpb_destroy + fw.sum_log_pf)
             ok = reversible & (jnp.log(jax.random.uniform(k_u, (n_b,))) < log_a)
         ok = ok & fw.done
 
