@@ -164,7 +164,9 @@ class TrainFns(NamedTuple):
 def make_train(config, task: Task) -> TrainFns:
     """Pure functions of the run. ``config.train`` holds batch_size, lr, lr_z, num_iterations, epsilon, ...,
     ``loss`` (``tb`` | ``db`` | ``subtb``, default ``tb``; ``gflownet.objectives``), ``subtb_lambda`` (0.9),
-    and for the state-flow objectives ``lr_flow`` (default ``lr``) and ``flow_hidden`` (default (64, 64))."""
+    and for the state-flow objectives ``lr_flow`` (default ``lr``) and ``flow_hidden`` (default (64, 64)).
+    ``replay`` / ``local_search`` (``gflownet.offpolicy``; both off by default) switch the batch to fresh + searched
+    + replayed trajectories; with a buffer the state is a :class:`ReplayTrainState`."""
     tc = config.train
     objective = objective_from(tc)  # a bad loss name / lambda fails here, before anything is traced
     env, policy = task.env, task.policy

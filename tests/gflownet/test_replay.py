@@ -174,3 +174,25 @@ def test_bad_replay_settings_are_refused():
     c.train.replay.typo = 1
     with pytest.raises(ValueError, match="typo"):
         make_train(c, _task(env))
+
+
+def test_runs_recorded_before_the_replay_fields_still_resume(tmp_path):
+    import json
+
+    from experiments.configs import OFFPOLICY_DEFAULTS, get_config
+    from experiments.train import apply_overrides
+    from hgfn_jax.rundir.checkpoint import RESUME_DEFAULTS, ConfigMismatchError, check_resume_config, config_json
+
+    # the run-directory defaults (rundir may not import gflownet) are the loop's defaults
+    for section, values in OFFPOLICY_DEFAULTS.items():
+        for k, v in values.items():
+            assert RESUME_DEFAULTS[f"train.{section}.{k}"] == v, (section, k)
+    cfg = get_config("hypergrid", "test")
+    saved = json.loads(config_json(cfg))
+    for section in OFFPOLICY_DEFAULTS:
+        del saved["train"][section]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    (tmp_path / "checkpoints" / "10").mkdir(parents=True)
+    assert check_resume_config(cfg, tmp_path)
+    with pytest.raises(ConfigMismatchError, match="train.replay.capacity"):
+        check_resume_config(apply_overrides(get_config("hypergrid", "test"), ["train.replay.capacity=64"]), tmp_path)
