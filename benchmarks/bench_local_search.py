@@ -15,7 +15,7 @@ per-term reward metrics; replayed states were found earlier; a rejected proposal
 undercount local search). Seeds run in one ``vmap`` of ``train``. Writes ``benchmarks/results/local_search.json``:
 per variant the modes found after each visit budget (mean, std over seeds) and the wall time.
 
-    python -m benchmarks.bench_local_search [--iters 1500 --seeds 3 --ndim 4 --side 16]
+    python -m benchmarks.bench_local_search [--iters 1500 --seeds 3 --ndim 4 --side 12 --r0 1e-3]
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def run_variant(variant, env, task, args):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ndim", type=int, default=4)
-    ap.add_argument("--side", type=int, default=16)
+    ap.add_argument("--side", type=int, default=12)
     ap.add_argument("--r0", type=float, default=1e-3)
     ap.add_argument("--iters", type=int, default=1500)
     ap.add_argument("--seeds", type=int, default=3)

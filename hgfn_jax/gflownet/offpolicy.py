@@ -94,15 +94,13 @@ def make_batch_source(tc, env: Environment, policy: Policy, v_reward, explore: E
         if not capacity:
             return None
 
-        def example():
-            traj = rollout(jax.random.PRNGKey(0), env, policy.apply, policy_params_shape, 1, explore,
-                           return_states=True)
+        def example(policy_params):
+            traj = rollout(jax.random.PRNGKey(0), env, policy.apply, policy_params, 1, explore, return_states=True)
             return rb.stored_from(traj, jnp.zeros((1,), jnp.float32))
 
-        return rb.empty(jax.eval_shape(example), capacity)
-
-    # the example rollout only needs parameter SHAPES: a rollout under eval_shape with the policy's abstract init
-    policy_params_shape = jax.eval_shape(policy.init, jax.random.PRNGKey(0), init_states(env, 2))
+        # the slot shapes of one stored trajectory: an abstract rollout with the policy's abstract parameters
+        params_shape = jax.eval_shape(policy.init, jax.random.PRNGKey(0), init_states(env, 2))
+        return rb.empty(jax.eval_shape(example, params_shape), capacity)
 
     def source(params, key, buffer):
         k_roll, k_ls, k_rep = jax.random.split(key, 3)
