@@ -177,3 +177,15 @@ def test_environments_without_backward_steps_are_refused_by_name():
         make_train(_cfg("tb", "greedy"), _task(env))
     with pytest.raises(ValueError, match="accept"):
         make_train(_cfg("tb", "sometimes"), _task(HyperGrid(2, 4)))
+
+
+def test_a_library_environment_without_backward_steps_is_refused_by_name():
+    """Crystal-GFN's environment has no backward sampler: enabling local search from the command line fails before
+    anything is compiled, naming it."""
+    from experiments.configs import get_config
+    from experiments.tasks import build_task
+    from experiments.train import apply_overrides
+
+    cfg = apply_overrides(get_config("crystal_gfn_density", "test"), ["train.local_search.enabled=True"])
+    with pytest.raises(ValueError, match="environment CrystalGFN does not provide"):
+        make_train(cfg, build_task(cfg))
