@@ -6,11 +6,18 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+import ml_collections
+
+from hgfn_jax.gflownet.offpolicy import LOCAL_SEARCH_DEFAULTS, REPLAY_DEFAULTS
+
 PRESETS = ("default", "paper", "test")
 # The training objective of every GFlowNet experiment: --set train.loss=db | subtb (train.subtb_lambda), with the
 # state-flow network's width and learning rate (None: the policy's lr). A run directory recorded before these
 # fields existed resumes as if it held these values (hgfn_jax.rundir.checkpoint.RESUME_DEFAULTS).
 OBJECTIVE_DEFAULTS = {"loss": "tb", "subtb_lambda": 0.9, "flow_hidden": (64, 64), "lr_flow": None}
+# Replay buffer and local search (hgfn_jax.gflownet.offpolicy, off by default: --set train.replay.capacity=N,
+# train.local_search.enabled=True); resumable from run directories recorded before them (RESUME_DEFAULTS).
+OFFPOLICY_DEFAULTS = {"replay": dict(REPLAY_DEFAULTS), "local_search": dict(LOCAL_SEARCH_DEFAULTS)}
 
 
 def available() -> list[str]:
@@ -29,6 +36,9 @@ def get_config(exp: str, preset: str = "default"):
         for key, value in OBJECTIVE_DEFAULTS.items():
             if key not in cfg.train:
                 setattr(cfg.train, key, value)
+        for key, value in OFFPOLICY_DEFAULTS.items():
+            if key not in cfg.train:
+                setattr(cfg.train, key, ml_collections.ConfigDict(value))
     cfg.exp = exp
     cfg.preset = preset
     return cfg

@@ -40,6 +40,7 @@ from hgfn_jax.gflownet.env import Environment, Exploration
 from hgfn_jax.gflownet.objectives import objective_from
 from hgfn_jax.gflownet.objectives.common import trajectory_states
 from hgfn_jax.gflownet.objectives.flow import StateFlow, log_flow_of_trajectories, make_mlp_flow
+from hgfn_jax.gflownet.offpolicy import make_batch_source, replayed_count
 from hgfn_jax.gflownet.policy import Policy
 from hgfn_jax.gflownet.rollout import Trajectory, init_states, rollout
 from hgfn_jax.gflownet.sampling import sample_batches
@@ -129,6 +130,15 @@ class TrainState:
     step: jnp.ndarray  # [] int32: completed iterations
 
 
+@struct.dataclass
+class ReplayTrainState(TrainState):
+    """The state of a run with a replay buffer (``train.replay.capacity > 0``): the buffer is part of the state, so
+    the run directory's checkpoints hold it and a resume continues with it. A separate class (not an optional field
+    of :class:`TrainState`) so that every other run's checkpoint keeps its former structure and stays restorable."""
+
+    replay: Any  # gflownet.replay.ReplayBuffer
+
+
 def make_optimizer(lr: float | jnp.ndarray, lr_z: float | jnp.ndarray, grad_clip: float = 0.0,
                    lr_flow: float | jnp.ndarray | None = None):
     """Adam per parameter group. ``lr_flow`` (not None) adds the state-flow group ``"flow"`` (DB-family)."""
@@ -165,7 +175,9 @@ def make_train(config, task: Task, record_visited: bool | None = None) -> TrainF
     and for the state-flow objectives ``lr_flow`` (default ``lr``) and ``flow_hidden`` (default (64, 64)).
     ``record_visited`` (default ``train.record_visited``, False when absent): the update's metrics also carry the
     batch's terminal-state keys and log-rewards (``gflownet.visited``; [B, ...] per iteration, not scalars).
-    ``devices`` (default 1): split each batch over that many devices (``gflownet.sharding``; same results)."""
+    ``devices`` (default 1): split each batch over that many devices (``gflownet.sharding``; same results).
+    ``replay`` / ``local_search`` (``gflownet.offpolicy``; both off by default) switch the batch to fresh + searched
+    + replayed trajectories; with a buffer the state is a :class:`ReplayTrainState`."""
     tc = config.train
     objective = objective_from(tc)  # a bad loss name / lambda fails here, before anything is traced
     env, policy = task.env, task.policy
@@ -181,6 +193,8 @@ def make_train(config, task: Task, record_visited: bool | None = None) -> TrainF
     flow = None
     if objective.needs_flow:
         flow = task.flow if task.flow is not None else make_mlp_flow(env, tuple(tc.get("flow_hidden", (64, 64))))
+    # replay buffer / local search (gflownet.offpolicy): None when both are off, the plain on-policy batch
+    offpolicy = make_batch_source(tc, env, policy, v_reward, explore)
 
     def _lr_flow(lr):
         # the flow network follows the policy's (possibly swept) learning rate unless train.lr_flow is set
@@ -199,17 +213,25 @@ def make_train(config, task: Task, record_visited: bool | None = None) -> TrainF
             params["flow"] = jax.jit(flow.init)(jax.random.fold_in(k_init, 1), example)
         lr = tc.lr if lr is None else lr
         tx = make_optimizer(lr, tc.lr_z if lr_z is None else lr_z, tc.get("grad_clip", 0.0), _lr_flow(lr))
-        return TrainState(params=params, opt_state=tx.init(params), key=k_run, step=jnp.asarray(0, jnp.int32))
+        ts = TrainState(params=params, opt_state=tx.init(params), key=k_run, step=jnp.asarray(0, jnp.int32))
+        buffer = offpolicy[0]() if offpolicy else None
+        return ts if buffer is None else ReplayTrainState(**vars(ts), replay=buffer)
 
     # transform structure; lrs live in state
     tx_static = make_optimizer(tc.lr, tc.lr_z, tc.get("grad_clip", 0.0), _lr_flow(tc.lr))
 
-    def loss_fn(params, key):
-        start = None if mesh is None else shard_batch(init_states(env, batch), mesh)
-        traj: Trajectory = rollout(key, env, policy.apply, params["policy"], batch, explore, start=start,
-                                   return_states=objective.needs_flow)
-        log_r, terms = v_reward(jax.lax.stop_gradient(traj.final))
-        log_r = jax.lax.stop_gradient(log_r)
+    def loss_fn(params, key, buffer=None):
+        extra = {}
+        n_visited = batch  # terminal states reached by this update (replayed ones were visited before)
+        if offpolicy is None:
+            start = None if mesh is None else shard_batch(init_states(env, batch), mesh)
+            traj: Trajectory = rollout(key, env, policy.apply, params["policy"], batch, explore, start=start,
+                                       return_states=objective.needs_flow)
+            log_r, terms = v_reward(jax.lax.stop_gradient(traj.final))
+            log_r = jax.lax.stop_gradient(log_r)
+        else:
+            traj, log_r, terms, buffer, extra = offpolicy[1](params, key, buffer)
+            n_visited = log_r.shape[0] - replayed_count(tc)  # fresh and searched come first, replayed last
         log_flow = None
         if flow is not None:
             log_flow = log_flow_of_trajectories(flow, params["flow"], trajectory_states(traj))
@@ -224,13 +246,15 @@ def make_train(config, task: Task, record_visited: bool | None = None) -> TrainF
         }
         metrics.update({f"reward/{k}": jnp.mean(v.astype(jnp.float32)) for k, v in terms.items()})
         if record_visited:  # per-state arrays, popped by the host loop into visited.jsonl (not metrics.csv)
-            metrics[VISITED_KEYS] = v_words(traj.final)
-            metrics[VISITED_LOG_REWARD] = log_r
-        return loss, metrics
+            metrics[VISITED_KEYS] = v_words(jax.tree.map(lambda x: x[:n_visited], traj.final))
+            metrics[VISITED_LOG_REWARD] = log_r[:n_visited]
+        metrics.update(extra)
+        return loss, (metrics, buffer)
 
     def update(ts: TrainState):
         key, k_roll = jax.random.split(ts.key)
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts.params, k_roll)
+        buffer = getattr(ts, "replay", None)
+        (loss, (metrics, buffer)), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts.params, k_roll, buffer)
         updates, opt_state = tx_static.update(grads, ts.opt_state, ts.params)
         params = optax.apply_updates(ts.params, updates)
         # Non-finite guard: a NaN/inf loss or gradient (one pathological batch) must not poison the weights or
@@ -240,7 +264,8 @@ def make_train(config, task: Task, record_visited: bool | None = None) -> TrainF
         params = jax.tree.map(lambda new, old: jnp.where(finite, new, old), params, ts.params)
         opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), opt_state, ts.opt_state)
         metrics["nonfinite_skipped"] = (~finite).astype(jnp.float32)
-        return TrainState(params=params, opt_state=opt_state, key=key, step=ts.step + 1), metrics
+        new = {"replay": buffer} if buffer is not None else {}
+        return ts.replace(params=params, opt_state=opt_state, key=key, step=ts.step + 1, **new), metrics
 
     def run_chunk(ts: TrainState, n: int):
         return jax.lax.scan(lambda s, _: update(s), ts, None, length=n)

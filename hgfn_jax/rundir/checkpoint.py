@@ -106,6 +106,10 @@ RESUME_MAY_CHANGE = tuple(f"train.{k}" for k in ("num_iterations", "steps_per_ca
 # compares as this value (the behaviour those runs had), so adding a field does not orphan older run directories.
 RESUME_DEFAULTS = {"train.loss": "tb", "train.subtb_lambda": 0.9, "train.flow_hidden": [64, 64],
                    "train.lr_flow": None}
+# replay buffer and local search (gflownet.offpolicy), off
+RESUME_DEFAULTS.update({"train.replay.capacity": 0, "train.replay.fraction": 0.5, "train.replay.prioritized": False,
+                        "train.replay.beta": 1.0, "train.local_search.enabled": False, "train.local_search.k": 2,
+                        "train.local_search.n_iters": 1, "train.local_search.accept": "greedy"})
 
 
 def config_json(config) -> str:

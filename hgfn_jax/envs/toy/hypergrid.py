@@ -59,6 +59,19 @@ class HyperGrid(Environment):
         n_parents = jnp.sum(next_state.pos > 0)
         return jnp.where(next_state.done, 0.0, -jnp.log(jnp.maximum(n_parents, 1).astype(jnp.float32)))
 
+    # -- backward steps (local search, gflownet.local_search) --------------------------------------------------
+    def is_initial(self, state: GridState) -> jnp.ndarray:
+        return (~state.done) & jnp.all(state.pos == 0)
+
+    def sample_backward(self, key, bwd_out, state: GridState):
+        """A parent drawn from P_B (the one of ``log_pb``): a terminal state's only parent is the same point before
+        STOP; otherwise uniform over the dimensions with ``pos > 0``, decremented. Returns ``(parent, action)``."""
+        del bwd_out  # P_B is fixed
+        dims = jax.random.categorical(key, jnp.where(state.pos > 0, 0.0, -jnp.inf))
+        action = jnp.where(state.done, self.ndim, dims).astype(jnp.int32)
+        dec = jax.nn.one_hot(dims, self.ndim, dtype=jnp.int32) * (~state.done)
+        return GridState(pos=state.pos - dec, done=jnp.asarray(False)), action
+
     # -- enumeration helpers for tests -------------------------------------------------------------------------
     def all_terminal_positions(self) -> np.ndarray:  # [H**D, D]
         grids = np.meshgrid(*[np.arange(self.side)] * self.ndim, indexing="ij")
