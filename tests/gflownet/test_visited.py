@@ -86,3 +86,16 @@ def test_visited_resume_is_byte_identical(tmp_path):
     cfg.train.record_visited = False
     train_and_evaluate(cfg, build_task(cfg), stale, progress=False)
     assert not (stale / "visited.jsonl").exists()
+
+
+def test_visited_counts_fresh_states_not_replayed_ones(tmp_path):
+    """With a replay buffer half of each batch is drawn from the buffer: those states were visited when fresh, so a
+    line holds the fresh half only (a mutation recording the whole batch gives 64, not 32, per line)."""
+    cfg = _cfg()
+    cfg.train.num_iterations = 5
+    cfg.train.replay = {"capacity": 256, "fraction": 0.5, "prioritized": False, "beta": 1.0}
+    task = build_task(cfg)
+    train_and_evaluate(cfg, task, tmp_path, progress=False)
+    recs = _lines(tmp_path / "visited.jsonl")
+    assert len(recs) == 5
+    assert all(len(r["keys"]) == len(r["log_reward"]) == cfg.train.batch_size // 2 for r in recs)
