@@ -70,7 +70,7 @@ def load_run(run_dir: Path, n: int | None):
 
 def evaluate_run(run_dir: str | Path, n: int | None = None, relaxer: str = "m3gnet", max_steps: int = 300,
                  time_limit: float = 60.0, relax_batch: int = 32, mode_threshold: float = 0.0,
-                 fingerprints: bool = True) -> dict:
+                 fingerprints: bool = True, relax_n: int | None = None) -> dict:
     """The suite on ``run_dir`` (what the CLI runs): writes ``eval/metrics.json``, ``per_sample.csv``,
     ``report.md`` and the plots, returns the metrics. The arguments are the CLI's flags."""
     from hgfn_jax.metrics import report
@@ -85,12 +85,15 @@ def evaluate_run(run_dir: str | Path, n: int | None = None, relaxer: str = "m3gn
         relax = make_relaxer(relaxer, max_steps=max_steps, time_limit_s=time_limit, batch_size=relax_batch)
         name = relax.name
         limit = "no time limit (step cap only)" if relaxer == "m3gnet_jax" else f"<= {time_limit:g} s per structure"
-        notes.append(f"Relaxed with {name} (FIRE + FrechetCellFilter, fmax 0.1 eV/A, <= {max_steps} steps, "
+        which = "" if relax_n is None or relax_n >= len(samples) else (
+            f"the first {relax_n} of the {len(samples)} samples (relaxation, match rate, energy, hull and S.U.N. "
+            f"are over those {relax_n}) ")
+        notes.append(f"Relaxed {which}with {name} (FIRE + FrechetCellFilter, fmax 0.1 eV/A, <= {max_steps} steps, "
                      f"{limit}, batches of {relax_batch}).")
     elif relaxer == "none":
         notes.append("No relaxation (--relaxer none): no match rate; energies are of the generated structures.")
     metrics, per = evaluate_samples(samples, relaxer=relax, predicted_formation_energy=pred,
-                                    fingerprints=fingerprints)
+                                    fingerprints=fingerprints, relax_n=relax_n)
     from hgfn_jax.metrics import cost, modes, plots
 
     if (run_dir / "summary.json").exists() or (run_dir / "checkpoints").is_dir():
@@ -120,12 +123,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-steps", type=int, default=300)
     ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per structure")
     ap.add_argument("--relax-batch", type=int, default=32, help="structures in flight per relaxation batch")
+    ap.add_argument("--relax-n", type=int, default=None,
+                    help="relax only the first N samples; energy, hull and S.U.N. are then over those N")
     ap.add_argument("--mode-threshold", type=float, default=0.0,
                     help="log-reward at or above which a visited state is a mode (visited.jsonl)")
     ap.add_argument("--no-fingerprints", action="store_true", help="skip CrystalNN/Magpie diversity")
     args = ap.parse_args(argv)
     metrics = evaluate_run(args.run_dir, n=args.n, relaxer=args.relaxer, max_steps=args.max_steps,
-                           time_limit=args.time_limit, relax_batch=args.relax_batch,
+                           time_limit=args.time_limit, relax_batch=args.relax_batch, relax_n=args.relax_n,
                            mode_threshold=args.mode_threshold, fingerprints=not args.no_fingerprints)
     out = Path(args.run_dir) / "eval"
     print(json.dumps({k: metrics[k] for k in ("n", "timing")}, indent=2))
@@ -135,7 +140,8 @@ def main(argv=None) -> dict:
 
 def run_suite(run_dir: str | Path, suite) -> dict:
     """The suite at the end of a training run, as the CLI runs it, with the settings of the config block
-    ``eval.suite`` (``enabled``, ``n``, ``relaxer``, ``max_steps``, ``fingerprints``, ``mode_threshold``: the
+    ``eval.suite`` (``enabled``, ``n``, ``relaxer``, ``max_steps``, ``fingerprints``, ``relax_n`` (relax only the
+    first that many), ``mode_threshold``: the
     log-reward of a mode in the modes-vs-states-visited curve of the run's ``visited.jsonl``, default 0).
     Returns the entry merged into the run's summary:
     ``{"eval_suite": {"report", "metrics", "n", "seconds", "settings"}}``, ``{}`` when the block is absent or
@@ -147,7 +153,7 @@ def run_suite(run_dir: str | Path, suite) -> dict:
     run_dir = Path(run_dir)
     settings = {"n": suite.get("n"), "relaxer": suite.get("relaxer", "m3gnet"),
                 "max_steps": int(suite.get("max_steps", 300)), "fingerprints": bool(suite.get("fingerprints", True)),
-                "mode_threshold": float(suite.get("mode_threshold", 0.0))}
+                "mode_threshold": float(suite.get("mode_threshold", 0.0)), "relax_n": suite.get("relax_n", None)}
     t0 = time.perf_counter()
     try:
         metrics = evaluate_run(run_dir, **settings)
@@ -156,6 +162,7 @@ def run_suite(run_dir: str | Path, suite) -> dict:
         cli = (f"python -m experiments.evaluate {run_dir}" + (f" --n {settings['n']}" if settings["n"] else "")
                + f" --relaxer {settings['relaxer']} --max-steps {settings['max_steps']}"
                + ("" if settings["fingerprints"] else " --no-fingerprints")
+               + (f" --relax-n {settings['relax_n']}" if settings["relax_n"] is not None else "")
                + f" --mode-threshold {settings['mode_threshold']:g}")
         print(f"warning: evaluation suite failed ({error}); the run's samples and summary are kept; retry with "
               f"{cli}", flush=True)

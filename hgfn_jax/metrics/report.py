@@ -100,15 +100,22 @@ def render(metrics: dict, run_name: str, notes: list[str], plots: list[str] | No
     out += ["Crystal family = Shannon index in bits over the 7 crystal systems (max 2.807; the papers' 2.47-2.62 "
             "are out of reach of 6 families in nats, max 1.79). Composition diversity with CDVAE's standardised "
             f"Magpie features: {_fmt(flat.get('composition_diversity_scaled'))}.", ""]
-    out += ["## Energy and stability (paper 002 Table 3, SHAFT App. 14)", ""] + _table("energy", flat, ours)
+    n_all = metrics.get("n")
+    n_energy = metrics.get("energy", {}).get("n", n_all)
+    over = ("all samples" if n_energy == n_all else
+            f"the first {n_energy} of the {n_all} samples, the ones relaxed (eval.suite.relax_n / --relax-n)")
+    out += ["## Energy and stability (paper 002 Table 3, SHAFT App. 14)", "", f"Over {over}.", ""]
+    out += _table("energy", flat, ours)
     out += [f"Stable (e_hull <= 0): {_fmt(flat.get('stable_frac'))}; metastable (<= 0.1 eV/atom): "
             f"{_fmt(flat.get('metastable_frac'))}; S.U.N.: {_fmt(flat.get('sun'))}; M.S.U.N.: "
-            f"{_fmt(flat.get('msun'))} (fractions of all samples). MatterGen reports about 22 % S.U.N. on MP-20 with "
+            f"{_fmt(flat.get('msun'))} (fractions of {over}). MatterGen reports about 22 % S.U.N. on MP-20 with "
             "DFT against a far larger reference (Alex-MP-ICSD); our hull is the shared data set's 36,737 DFT "
             "formation energies (an older MP subset, elements at 0): fewer competing phases put the hull higher, so "
             "our e_hull are lower bounds of MP's and the stable fractions upper bounds; our energies are M3GNet "
             "predictions, not DFT.", ""]
     out += ["## Relaxation match rate (paper 000 Table 3, paper 002 Table 4, PGCGM Table 2)", ""]
+    if "relaxation" in metrics:
+        out += [f"Over {over}.", ""]
     out += _table("match", flat, ours)
     out += ["## PGCGM Table 1 (validity, property distances, diversity)", ""] + _table("pgcgm", flat, ours)
     out += [f"Volume per atom: {_fmt(flat.get('plausible_volume_frac'))} of the samples in 5-100 A^3/atom, "

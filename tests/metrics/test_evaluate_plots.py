@@ -44,3 +44,37 @@ def test_evaluate_cli_structures_plots_cost_modes(tmp_path, data_dir, model_dir)
     report = (out / "report.md").read_text()
     assert "![match_rate.png](match_rate.png)" in report and "## Cost (SHAFT Table 6)" in report
     assert "Modes vs states visited" in report
+
+
+def test_relax_n_relaxes_the_first_samples_and_scopes_the_energy_blocks(data_dir, model_dir):
+    """``relax_n``: only the first samples go to the relaxer; relaxation, energy, hull and S.U.N. blocks equal the
+    suite run on those samples alone, while validity / novelty / diversity stay over all of them."""
+    from hgfn_jax.metrics import samples as smp
+    from hgfn_jax.metrics.relax import RelaxResult
+    from hgfn_jax.metrics.suite import evaluate_samples
+
+    class Identity:  # a relaxer that returns its input: isolates the subset logic from the potential
+        name = "identity"
+
+        def __init__(self):
+            self.calls = []
+
+        def relax_many(self, structures):
+            self.calls.append(list(structures))
+            return [RelaxResult(s, float("nan"), True, 0, 0.0, None) for s in structures]
+
+    table = reference.reference_table()
+    nsites = table["nsites"].to_numpy()
+    rows = [int(i) for i in np.flatnonzero((nsites >= 2) & (nsites <= 6))[:5]]  # (1-site Cs has no bond: NaN)
+    samples = [smp.from_structure(reference.reference_structure(r), name=f"s{k}") for k, r in enumerate(rows)]
+    relaxer = Identity()
+    m, per = evaluate_samples(samples, relaxer=relaxer, fingerprints=False, relax_n=2)
+    assert [len(c) for c in relaxer.calls] == [2]
+    assert all(a is b.structure for a, b in zip(relaxer.calls[0], samples[:2], strict=True))
+    sub, _ = evaluate_samples(samples[:2], relaxer=Identity(), fingerprints=False)
+    for block in ("relaxation", "energy", "stability"):
+        assert m[block] == sub[block], block
+    assert m["energy"]["n"] == 2 and m["stability"]["n"] == 2 and m["validity"]["n"] == 5
+    assert np.isnan(per["formation_energy"][2:]).all() and np.isfinite(per["formation_energy"][:2]).all()
+    full, _ = evaluate_samples(samples, relaxer=Identity(), fingerprints=False)
+    assert full["energy"]["n"] == 5 and full["validity"] == m["validity"]
