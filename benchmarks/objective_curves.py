@@ -27,8 +27,8 @@ import ml_collections
 import numpy as np
 
 from benchmarks.common import RESULTS_DIR, device_name
-from hgfn_jax.envs.toy.hypergrid import HyperGrid, hypergrid_log_reward
-from hgfn_jax.gflownet.diagnostics import hypergrid_enumerable, total_variation
+from hgfn_jax.envs.toy.hypergrid import HyperGrid, hypergrid_enumerable, hypergrid_log_reward
+from hgfn_jax.gflownet.diagnostics import total_variation
 from hgfn_jax.gflownet.train import Task, make_train
 from hgfn_jax.policies.mlp import make_mlp_policy
 
@@ -92,11 +92,11 @@ def plot(results: dict, path: Path) -> None:
 
     rows = results["settings"]
     fig, axes = plt.subplots(len(rows), 2, figsize=(11, 3.8 * len(rows)), squeeze=False)
-    for row, res in zip(axes, rows):
+    for row, res in zip(axes, rows, strict=True):
         c = res["setting"]
         for r in res["curves"]:
             m, s = np.asarray(r["tv_mean"]), np.asarray(r["tv_std"])
-            for ax, x in zip(row, (r["steps"], r["wall_s"])):
+            for ax, x in zip(row, (r["steps"], r["wall_s"]), strict=True):
                 ax.plot(x, m, label=r["variant"])
                 ax.fill_between(x, np.maximum(m - s, 1e-4), m + s, alpha=0.2)
         row[0].set_xlabel("updates")

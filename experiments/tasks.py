@@ -16,8 +16,7 @@ from hgfn_jax.gflownet.train import EvalContext, Task
 
 
 def build_hypergrid(config) -> Task:
-    from hgfn_jax.envs.toy.hypergrid import HyperGrid, hypergrid_log_reward
-    from hgfn_jax.gflownet.diagnostics import hypergrid_enumerable
+    from hgfn_jax.envs.toy.hypergrid import HyperGrid, hypergrid_enumerable, hypergrid_log_reward
     from hgfn_jax.policies.mlp import make_mlp_policy
 
     env = HyperGrid(ndim=config.env.ndim, side=config.env.side)

@@ -4,8 +4,10 @@ Two kinds, both pure JAX (jit / vmap them):
 
 - **Exact, for enumerable environments** (:class:`EnumerableTarget`): the EXACT terminal distribution of the
   on-policy P_F (no exploration, temperature 1), computed over the DAG rather than sampled, and its total variation
-  to R / Z (``TV = L1 / 2``). For the hypergrid, :func:`hypergrid_terminal_distribution` (dynamic programming over
-  the grid in order of the coordinate sum). An environment supplies its own as ``Task.enumerable``.
+  to R / Z (``TV = L1 / 2``). The environment supplies the exact distribution (it knows its DAG) and the task hands
+  it over as ``Task.enumerable``: for the hypergrid, ``envs.toy.hypergrid.hypergrid_terminal_distribution``
+  (dynamic programming over the grid) and ``hypergrid_enumerable`` (the library's layering keeps environments out
+  of ``gflownet``, so they live with the environment).
 - **Estimates of log Z, for every environment**, from the log importance weights of trajectories
   ``w(tau) = log R(x) + log P_B(tau | x) - log P_F(tau)``:
 
@@ -34,7 +36,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from hgfn_jax.gflownet.env import ON_POLICY, Environment, masked_log_softmax
+from hgfn_jax.gflownet.env import ON_POLICY, Environment
 from hgfn_jax.gflownet.policy import PolicyApply
 from hgfn_jax.gflownet.rollout import rollout
 
@@ -61,51 +63,6 @@ class EnumerableTarget:
 def total_variation(p: jnp.ndarray, q: jnp.ndarray) -> jnp.ndarray:
     """``0.5 * sum |p - q|`` (half the L1 distance)."""
     return 0.5 * jnp.sum(jnp.abs(p - q))
-
-
-# ---- the hypergrid --------------------------------------------------------------------------------------------
-
-
-def hypergrid_terminal_distribution(env, policy_apply: PolicyApply, params) -> jnp.ndarray:
-    """``[H**D]`` the exact probability that the on-policy P_F of ``env`` (a ``HyperGrid``) stops at each grid
-    point, in the order of ``env.all_terminal_positions()`` (= ``env.index``).
-
-    The policy is evaluated once on all ``H**D`` points. The probability ``reach(s)`` of visiting ``s`` satisfies
-    ``reach = e_0 + sum_d shift_d(reach * P_F(+e_d | .))``; iterating this ``D (H - 1)`` times (the depth of the
-    DAG) is exact, since after ``k`` iterations every point at coordinate sum ``<= k`` holds its final value. The
-    terminal probability is ``reach * P_F(STOP | .)``."""
-    from hgfn_jax.envs.toy.hypergrid import GridState
-
-    n_dim, side = env.ndim, env.side
-    grids = jnp.meshgrid(*[jnp.arange(side, dtype=jnp.int32)] * n_dim, indexing="ij")
-    pos = jnp.stack([g.reshape(-1) for g in grids], axis=1)  # [N, D], row-major = env.index order
-    states = GridState(pos=pos, done=jnp.zeros(pos.shape[0], bool))
-    fwd, _ = policy_apply(params, states)
-    mask = jax.vmap(env.forward_mask)(states)
-    prob = jnp.where(mask, jnp.exp(masked_log_softmax(fwd, mask)), 0.0)  # [N, D + 1], exactly 0 where masked
-    shape = (side,) * n_dim
-    move = prob[:, :n_dim].reshape(shape + (n_dim,))
-    origin = jnp.zeros(shape, prob.dtype).at[(0,) * n_dim].set(1.0)
-
-    def shift(a, d):  # a[.., i, ..] -> position i + 1 along axis d (the last slice carries P_F = 0: rolls in 0)
-        return jnp.roll(a, 1, axis=d)
-
-    def body(_, reach):
-        return origin + sum(shift(reach * move[..., d], d) for d in range(n_dim))
-
-    reach = jax.lax.fori_loop(0, n_dim * (side - 1), body, origin)
-    return reach.reshape(-1) * prob[:, n_dim]
-
-
-def hypergrid_enumerable(env, policy_apply: PolicyApply, log_reward: Callable) -> EnumerableTarget:
-    """The :class:`EnumerableTarget` of a hypergrid with ``log_reward(one terminal state) -> (log_r, terms)``."""
-    from hgfn_jax.envs.toy.hypergrid import GridState
-
-    pos = jnp.asarray(env.all_terminal_positions(), jnp.int32)
-    states = GridState(pos=pos, done=jnp.ones(pos.shape[0], bool))
-    log_r = jax.vmap(lambda s: log_reward(s)[0])(states)
-    return EnumerableTarget(states, log_r,
-                            lambda params: hypergrid_terminal_distribution(env, policy_apply, params))
 
 
 # ---- log Z estimates ------------------------------------------------------------------------------------------

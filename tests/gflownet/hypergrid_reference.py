@@ -1,6 +1,7 @@
 """References for the hypergrid tests of the replay buffer and local search: the exact-arithmetic reward (independent
 of the library's) and the EXACT terminal distribution of a trained forward policy (the library's
-``gflownet.diagnostics``, tested on its own against independent references in ``test_diagnostics.py``)."""
+``envs.toy.hypergrid.hypergrid_terminal_distribution``, tested on its own against independent references in
+``test_diagnostics.py``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from hgfn_jax.envs.toy.hypergrid import HyperGrid
-from hgfn_jax.gflownet.diagnostics import hypergrid_terminal_distribution
+from hgfn_jax.envs.toy.hypergrid import HyperGrid, hypergrid_terminal_distribution
 
 
 def reference_reward(pos, side, r0=1e-2, r1=0.5, r2=2.0):
@@ -28,6 +28,6 @@ def target_distribution(env: HyperGrid) -> np.ndarray:
 
 def exact_terminal_distribution(env: HyperGrid, policy_apply, params) -> np.ndarray:
     """``[H**D]`` the probability that P_F (on-policy) terminates at each grid point: the library's dynamic
-    programming (``gflownet.diagnostics.hypergrid_terminal_distribution``), itself checked against a closed form,
+    programming (``envs.toy.hypergrid.hypergrid_terminal_distribution``), itself checked against a closed form,
     brute-force path enumeration and Monte Carlo in ``test_diagnostics.py``."""
     return np.asarray(hypergrid_terminal_distribution(env, policy_apply, params), np.float64)

@@ -1,5 +1,5 @@
-"""gflownet.diagnostics: the exact terminal distribution of P_F on the hypergrid and the log Z estimates, and the
-loop's ``train.diagnostics_every`` hook.
+"""The hypergrid's exact terminal distribution of P_F (envs.toy.hypergrid), the log Z estimates of
+gflownet.diagnostics, and the loop's ``train.diagnostics_every`` hook.
 
 References, none of them the library's: a closed form (uniform P_F on a 1-D grid), brute-force enumeration of every
 path with its own float64 masked softmax, Monte Carlo with the library's rollout (a different code path: sampling,
@@ -17,7 +17,12 @@ import numpy as np
 import pytest
 from hypergrid_reference import reference_reward
 
-from hgfn_jax.envs.toy.hypergrid import HyperGrid, hypergrid_log_reward
+from hgfn_jax.envs.toy.hypergrid import (
+    HyperGrid,
+    hypergrid_enumerable,
+    hypergrid_log_reward,
+    hypergrid_terminal_distribution,
+)
 from hgfn_jax.gflownet import diagnostics as dg
 from hgfn_jax.gflownet.env import ON_POLICY
 from hgfn_jax.gflownet.policy import Policy
@@ -35,7 +40,7 @@ def _table_policy(env):
 def _task(env, policy):
     log_reward = lambda s: (hypergrid_log_reward(s.pos, env.side), {})  # noqa: E731
     return Task("hypergrid", env, policy, log_reward,
-                enumerable=dg.hypergrid_enumerable(env, policy.apply, log_reward))
+                enumerable=hypergrid_enumerable(env, policy.apply, log_reward))
 
 
 def _brute_force(env, table):
@@ -64,7 +69,7 @@ def test_uniform_policy_on_a_line_has_the_closed_form():
     side = 7
     env = HyperGrid(ndim=1, side=side)
     policy = _table_policy(env)
-    got = np.asarray(dg.hypergrid_terminal_distribution(env, policy.apply, policy.init(None, None)))
+    got = np.asarray(hypergrid_terminal_distribution(env, policy.apply, policy.init(None, None)))
     # two choices (move, stop) everywhere but the end: stop at x < H - 1 w.p. 2^-(x+1), at the end 2^-(H-1)
     expected = np.array([0.5 ** (x + 1) for x in range(side - 1)] + [0.5 ** (side - 1)])
     np.testing.assert_allclose(got, expected, rtol=1e-6)
@@ -74,7 +79,7 @@ def test_uniform_policy_on_a_line_has_the_closed_form():
 def test_exact_distribution_equals_brute_force_path_enumeration(rng, ndim, side):
     env = HyperGrid(ndim=ndim, side=side)
     table = 1.5 * jax.random.normal(rng(), (side ** ndim, ndim + 1))
-    got = np.asarray(dg.hypergrid_terminal_distribution(env, _table_policy(env).apply, table))
+    got = np.asarray(hypergrid_terminal_distribution(env, _table_policy(env).apply, table))
     np.testing.assert_allclose(got, _brute_force(env, np.asarray(table)), atol=2e-7, rtol=1e-5)
     assert abs(got.sum() - 1) < 1e-5
 
@@ -84,7 +89,7 @@ def test_exact_distribution_equals_monte_carlo_of_the_rollout(rng):
     policy = make_mlp_policy(env, hidden=(32,))
     params = policy.init(rng(), jax.tree.map(lambda x: x[None], env.init()))
     params = jax.tree.map(lambda p: p + 0.5 * jax.random.normal(rng(), p.shape), params)  # far from uniform
-    exact = np.asarray(dg.hypergrid_terminal_distribution(env, policy.apply, params), np.float64)
+    exact = np.asarray(hypergrid_terminal_distribution(env, policy.apply, params), np.float64)
     n = 100_000
     traj = jax.jit(lambda k: rollout(k, env, policy.apply, params, n, ON_POLICY))(rng())
     freq = np.bincount(np.asarray(env.index(traj.final.pos)), minlength=len(exact)) / n
@@ -190,3 +195,22 @@ def test_the_hook_logs_diag_columns_and_a_resume_writes_the_same_bytes(tmp_path)
     assert 0 < float(full[-1]["diag/tv"]) < 1
     for r in full[3::4]:
         assert float(r["diag/log_z_elbo"]) <= float(r["diag/log_z_is"]) + 1e-6  # mean <= log-mean-exp, always
+
+
+def test_diagnostics_are_one_flag_and_may_be_switched_on_when_resuming_an_older_run(tmp_path):
+    import json
+
+    from experiments.configs import DIAGNOSTICS_DEFAULTS, get_config
+    from experiments.train import apply_overrides
+    from hgfn_jax.rundir.checkpoint import check_resume_config, config_json
+
+    cfg = get_config("hypergrid", "test")
+    assert {k: cfg.train[k] for k in DIAGNOSTICS_DEFAULTS} == {"diagnostics_every": 0, "diagnostics_samples": 1024}
+    saved = json.loads(config_json(cfg))
+    for k in DIAGNOSTICS_DEFAULTS:  # a run directory recorded before the fields existed
+        del saved["train"][k]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    (tmp_path / "checkpoints" / "10").mkdir(parents=True)
+    on = apply_overrides(get_config("hypergrid", "test"), ["train.diagnostics_every=5"])
+    assert on.train.diagnostics_every == 5
+    assert check_resume_config(on, tmp_path)
