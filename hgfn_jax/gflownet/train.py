@@ -92,6 +92,7 @@ class CompileCache:
     """The jitted functions of a task, per compiled-relevant training config (:func:`compiled`)."""
 
     entries: dict[str, Compiled] = field(default_factory=dict)
+    diagnostics: dict[int, Callable] = field(default_factory=dict)  # trajectories per estimate -> jitted diagnostics
 
 
 @dataclass(frozen=True)
@@ -346,7 +347,8 @@ def train_and_evaluate(config, task: Task, workdir: str | Path, stop_after: int 
     if diag_every:
         from hgfn_jax.gflownet.diagnostics import make_diagnostics
 
-        diag_fn = make_diagnostics(task, int(tc.get("diagnostics_samples", 1024)))
+        n_diag = int(tc.get("diagnostics_samples", 1024))
+        diag_fn = task.cache.diagnostics.setdefault(n_diag, make_diagnostics(task, n_diag))
         diag_key = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), 20_000_003)
 
     t0 = time.perf_counter()
