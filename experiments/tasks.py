@@ -16,7 +16,7 @@ from hgfn_jax.gflownet.train import EvalContext, Task
 
 
 def build_hypergrid(config) -> Task:
-    from hgfn_jax.envs.toy.hypergrid import HyperGrid, hypergrid_log_reward
+    from hgfn_jax.envs.toy.hypergrid import HyperGrid, hypergrid_enumerable, hypergrid_log_reward
     from hgfn_jax.policies.mlp import make_mlp_policy
 
     env = HyperGrid(ndim=config.env.ndim, side=config.env.side)
@@ -33,8 +33,9 @@ def build_hypergrid(config) -> Task:
         tv = 0.5 * float(np.abs(emp - target).sum())
         return {"total_variation": tv}
 
-    return Task("hypergrid", env, make_mlp_policy(env, config.policy.hidden), log_reward, evaluate=evaluate,
-                terminal_key=lambda s: s.pos)
+    policy = make_mlp_policy(env, config.policy.hidden)
+    return Task("hypergrid", env, policy, log_reward, evaluate=evaluate, terminal_key=lambda s: s.pos,
+                enumerable=hypergrid_enumerable(env, policy.apply, log_reward))
 
 
 def build_crystal_gfn(config) -> Task:

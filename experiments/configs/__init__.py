@@ -17,6 +17,10 @@ PRESETS = ("default", "paper", "test")
 OBJECTIVE_DEFAULTS = {"loss": "tb", "subtb_lambda": 0.9, "flow_hidden": (64, 64), "lr_flow": None}
 # Replay buffer and local search (hgfn_jax.gflownet.offpolicy, off by default: --set train.replay.capacity=N,
 # train.local_search.enabled=True); resumable from run directories recorded before them (RESUME_DEFAULTS).
+# Training diagnostics (hgfn_jax.gflownet.diagnostics; off by default: --set train.diagnostics_every=N logs the exact
+# TV of enumerable tasks and the log Z bounds into metrics.csv every N iterations). Host-side only: may change on
+# a resume (RESUME_MAY_CHANGE).
+DIAGNOSTICS_DEFAULTS = {"diagnostics_every": 0, "diagnostics_samples": 1024}
 OFFPOLICY_DEFAULTS = {"replay": dict(REPLAY_DEFAULTS), "local_search": dict(LOCAL_SEARCH_DEFAULTS)}
 
 
@@ -34,6 +38,9 @@ def get_config(exp: str, preset: str = "default"):
     cfg = importlib.import_module(f"experiments.configs.{exp}").get_config(preset)
     if "lr_z" in cfg.get("train", {}):  # a GFlowNet run: the objective is one --set away (hgfn_jax.gflownet.objectives)
         for key, value in OBJECTIVE_DEFAULTS.items():
+            if key not in cfg.train:
+                setattr(cfg.train, key, value)
+        for key, value in DIAGNOSTICS_DEFAULTS.items():
             if key not in cfg.train:
                 setattr(cfg.train, key, value)
         for key, value in OFFPOLICY_DEFAULTS.items():

@@ -92,6 +92,7 @@ class CompileCache:
     """The jitted functions of a task, per compiled-relevant training config (:func:`compiled`)."""
 
     entries: dict[str, Compiled] = field(default_factory=dict)
+    diagnostics: dict[int, Callable] = field(default_factory=dict)  # trajectories per estimate -> jitted diagnostics
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,9 @@ class Task:
     # (train.record_visited; gflownet.visited): the fields that make two terminal states the same object. None: the
     # whole state. Bit-cast to uint32 words in the jitted update, keyed on the host per chunk.
     terminal_key: Callable[[Any], Any] | None = None
+    # Environments whose terminal states can be listed: a gflownet.diagnostics.EnumerableTarget (the exact terminal
+    # distribution of P_F and R / Z). Only the diagnostics read it (train.diagnostics_every: exact TV, EUBO).
+    enumerable: Any = None
     # The loop's jit cache, owned by this task object (not copied by dataclasses.replace: a task with another
     # reward compiles its own functions).
     cache: CompileCache = field(default_factory=CompileCache, init=False, repr=False, compare=False)
@@ -283,7 +287,8 @@ def make_train(config, task: Task, record_visited: bool | None = None) -> TrainF
 
 
 # Config fields that only steer the host loop (not the compiled update): changing them reuses the compilation.
-_HOST_ONLY_TRAIN_FIELDS = ("num_iterations", "steps_per_call", "checkpoint_every")
+_HOST_ONLY_TRAIN_FIELDS = ("num_iterations", "steps_per_call", "checkpoint_every", "diagnostics_every",
+                           "diagnostics_samples")
 
 
 def compiled(config, task: Task) -> Compiled:
@@ -335,6 +340,16 @@ def train_and_evaluate(config, task: Task, workdir: str | Path, stop_after: int 
     log = MetricsLog(workdir, start)
     visited = VisitedLog(workdir, start, enabled=bool(tc.get("record_visited", False)))
     host_stats = RunHostStats(task.host_stats, log.row_at(start)) if task.host_stats else None
+    # train.diagnostics_every > 0: gflownet.diagnostics (exact TV, log Z bounds) on the state after every such
+    # iteration, as diag/* columns of that iteration's row (empty elsewhere). Its key depends on the seed and the
+    # step only (never the training key), so a resumed run logs the same values.
+    diag_every = int(tc.get("diagnostics_every", 0))
+    if diag_every:
+        from hgfn_jax.gflownet.diagnostics import make_diagnostics
+
+        n_diag = int(tc.get("diagnostics_samples", 1024))
+        diag_fn = task.cache.diagnostics.setdefault(n_diag, make_diagnostics(task, n_diag))
+        diag_key = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), 20_000_003)
 
     t0 = time.perf_counter()
     end = total if stop_after is None else min(total, start + stop_after)
@@ -342,13 +357,20 @@ def train_and_evaluate(config, task: Task, workdir: str | Path, stop_after: int 
     step = start
     while step < end:
         n = min(chunk, end - step, ckpt_every - step % ckpt_every)
+        if diag_every:
+            n = min(n, diag_every - step % diag_every)
         ts, metrics = jit_chunk(ts, n)
         metrics = jax.device_get(metrics)
         visited.add(step + 1, metrics)  # pops the per-state arrays
         host = host_stats() if host_stats else {}
+        diag = {}
+        if diag_every and (step + n) % diag_every == 0:
+            diag = jax.device_get(diag_fn(ts.params, jax.random.fold_in(diag_key, step + n)))
         for i in range(n):
             row = {k: v[i] for k, v in metrics.items()}
             row.update({f"host/{k}": v for k, v in host.items()})
+            if i == n - 1:
+                row.update({f"diag/{k}": diag[k] for k in sorted(diag)})
             log.add(step + i + 1, row)
         step += n
         bar.update(n)

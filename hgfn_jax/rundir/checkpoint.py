@@ -99,7 +99,8 @@ class ConfigMismatchError(ValueError):
 # without it resumes with it, its stream starting at the restored step), the device count (same program, same
 # results: gflownet.sharding), and the evaluation that follows training.
 RESUME_MAY_CHANGE = tuple(f"train.{k}" for k in ("num_iterations", "steps_per_call", "checkpoint_every",
-                                                  "record_visited", "devices")) + ("eval",)
+                                                  "record_visited", "devices", "diagnostics_every",
+                                                  "diagnostics_samples")) + ("eval",)
 
 
 # Fields added to the configs after runs were recorded with them absent: an absent field in a recorded config.json

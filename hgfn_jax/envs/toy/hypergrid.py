@@ -6,12 +6,16 @@ Every grid point is terminal once the agent takes STOP there, so the terminal di
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from hgfn_jax.gflownet.diagnostics import EnumerableTarget
 from hgfn_jax.gflownet.env import Environment, Exploration, masked_log_softmax, sample_masked_categorical
+from hgfn_jax.gflownet.policy import PolicyApply
 
 
 @struct.dataclass
@@ -96,3 +100,44 @@ def hypergrid_log_reward(pos: jnp.ndarray, side: int, r0: float = 1e-2, r1: floa
     band2 = (10 * num > 3 * den) & (10 * num < 4 * den)
     r = r0 + r1 * jnp.prod(band1) + r2 * jnp.prod(band2)
     return jnp.log(r)
+
+
+# -- exact terminal distribution (gflownet.diagnostics) ----------------------------------------------------------
+
+
+def hypergrid_terminal_distribution(env, policy_apply: PolicyApply, params) -> jnp.ndarray:
+    """``[H**D]`` the exact probability that the on-policy P_F of ``env`` (a ``HyperGrid``) stops at each grid
+    point, in the order of ``env.all_terminal_positions()`` (= ``env.index``).
+
+    The policy is evaluated once on all ``H**D`` points. The probability ``reach(s)`` of visiting ``s`` satisfies
+    ``reach = e_0 + sum_d shift_d(reach * P_F(+e_d | .))``; iterating this ``D (H - 1)`` times (the depth of the
+    DAG) is exact, since after ``k`` iterations every point at coordinate sum ``<= k`` holds its final value. The
+    terminal probability is ``reach * P_F(STOP | .)``."""
+    n_dim, side = env.ndim, env.side
+    grids = jnp.meshgrid(*[jnp.arange(side, dtype=jnp.int32)] * n_dim, indexing="ij")
+    pos = jnp.stack([g.reshape(-1) for g in grids], axis=1)  # [N, D], row-major = env.index order
+    states = GridState(pos=pos, done=jnp.zeros(pos.shape[0], bool))
+    fwd, _ = policy_apply(params, states)
+    mask = jax.vmap(env.forward_mask)(states)
+    prob = jnp.where(mask, jnp.exp(masked_log_softmax(fwd, mask)), 0.0)  # [N, D + 1], exactly 0 where masked
+    shape = (side,) * n_dim
+    move = prob[:, :n_dim].reshape(shape + (n_dim,))
+    origin = jnp.zeros(shape, prob.dtype).at[(0,) * n_dim].set(1.0)
+
+    def shift(a, d):  # a[.., i, ..] -> position i + 1 along axis d (the last slice carries P_F = 0: rolls in 0)
+        return jnp.roll(a, 1, axis=d)
+
+    def body(_, reach):
+        return origin + sum(shift(reach * move[..., d], d) for d in range(n_dim))
+
+    reach = jax.lax.fori_loop(0, n_dim * (side - 1), body, origin)
+    return reach.reshape(-1) * prob[:, n_dim]
+
+
+def hypergrid_enumerable(env, policy_apply: PolicyApply, log_reward: Callable) -> EnumerableTarget:
+    """The :class:`EnumerableTarget` of a hypergrid with ``log_reward(one terminal state) -> (log_r, terms)``."""
+    pos = jnp.asarray(env.all_terminal_positions(), jnp.int32)
+    states = GridState(pos=pos, done=jnp.ones(pos.shape[0], bool))
+    log_r = jax.vmap(lambda s: log_reward(s)[0])(states)
+    return EnumerableTarget(states, log_r,
+                            lambda params: hypergrid_terminal_distribution(env, policy_apply, params))
