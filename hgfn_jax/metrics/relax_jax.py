@@ -14,13 +14,14 @@ FrechetCellFilter DOF, fmax 0.1 eV/A, step cap; :mod:`hgfn_jax.models.fire`), sa
   ``chunk`` FIRE iterations inside one compiled ``while_loop``; between chunks the finished slots are harvested
   and refilled from the queue (finished slots stay frozen until then);
 - ``packed=True`` (default): the potential runs on the packed real bonds
-  (:mod:`hgfn_jax.models.m3gnet_pes_packed`, same numbers, ~2-3x faster on CPU at 8-40 sites, see
-  ``benchmarks/results/relax_jax.json``); each structure owns ``edge_capacity`` bond slots, the smallest of
-  :data:`EDGE_BUCKETS` x padded sites holding 1.25 x the group's largest bond count + 2 (``edge_capacity=``
-  overrides it, for tests). The graph is rebuilt at every FIRE step (no skin);
+  (:mod:`hgfn_jax.models.m3gnet_pes_packed`, same numbers; speed: ``benchmarks/results/relax_jax.json``); the
+  batch shares a pool of ``batch_size x edge_capacity`` bond slots, ``edge_capacity`` the smallest of
+  :data:`EDGE_BUCKETS` x padded sites holding 1.25 x the mean bond count of the group's ``batch_size`` densest
+  members + 2 (``edge_capacity=`` overrides it, for tests). The graph is rebuilt at every FIRE step (no skin);
 - a structure whose graph outgrows the capacities during relaxation (bonds per atom, bonds per structure, or a
-  wider periodic-image window: status GRAPH, e.g. a cell under tension shrinking) is relaxed again from its input
-  once with the largest capacities (``k`` 128, ``k3`` 96, ``128 x sites`` bond slots) and ``max_images=3``; still
+  wider periodic-image window: status GRAPH, e.g. a cell under tension shrinking; with a shared pool, possibly a
+  batch mate that grew) is relaxed again from its input once with the largest capacities (``k`` 128, ``k3`` 96,
+  ``128 x sites`` bond slots per structure) and ``max_images=3``; still
   failing: ``graph_error``. More bonds than the largest bucket at the input: ``too_dense``;
 - ``seconds`` is each chunk's wall time shared by the slots running in it, by their site counts; a structure
   whose ``seconds`` reach ``time_limit_s`` (checked between chunks, so a limit is overshot by at most one chunk's
@@ -120,7 +121,11 @@ class JaxRelaxer:
         retry: dict[tuple, list[int]] = {}
         for n, members in sorted(groups.items()):  # one group per site bucket: the members' largest capacities
             items = [i for i, _ in members]
-            key = (n, *(max(kk[j] for _, kk in members) if self.packed or j < 3 else None for j in (1, 2, 3)), 2)
+            key = (n, max(kk[1] for _, kk in members), max(kk[2] for _, kk in members), None, 2)
+            if self.packed:  # bond slots for the mean of the densest batch_size members
+                bonds = sorted((len(structures[i].get_neighbor_list(self._pes.CUTOFF)[0]) for i in items),
+                               reverse=True)[: self.batch_size]
+                key = (*key[:3], self.group_key(structures[items[0]], bonds)[3], 2)
             largest = (n, K_BUCKETS[-1], K3_BUCKETS[-1], n * K_BUCKETS[-1] if self.packed else None, 3)
             for i, res in self._relax_group(structures, items, *key).items():
                 if res.reason == "graph_error" and key != largest:
@@ -132,9 +137,12 @@ class JaxRelaxer:
                 results[i] = res  # its seconds include the first pass (``spent``)
         return results  # type: ignore[return-value]
 
-    def group_key(self, s: Structure) -> tuple[int, int, int, int | None, int] | None:
-        """(padded sites, k, k3, bond slots per structure or None when not packed, max_images) that ``s`` alone
-        needs (its group takes its members' largest); None if too dense for the buckets."""
+    def group_key(self, s: Structure, bonds: list[int] | None = None) -> tuple[int, int, int, int | None, int] | None:
+        """(padded sites, k, k3, bond slots per structure or None when not packed, max_images) that ``s`` needs
+        (None if too dense for the buckets). The bond slots (on average over the batch's shared pool) are the
+        smallest ``EDGE_BUCKETS`` x padded sites holding 1.25 x the mean of ``bonds`` (default: ``s``'s own count
+        of directed bonds within 5 A) + 2; a group takes its members' largest k, k3 and the slots for the mean of
+        its ``batch_size`` densest members."""
         n = self.site_bucket * math.ceil(len(s) / self.site_bucket)
         k = _bucket(int(np.ceil(1.25 * max_bonds(s, self._pes.CUTOFF))) + 2, K_BUCKETS)
         k3 = _bucket(int(np.ceil(1.25 * max_bonds(s, self._pes.THREEBODY_CUTOFF))) + 2, K3_BUCKETS)
@@ -142,8 +150,8 @@ class JaxRelaxer:
             return None
         cap = None
         if self.packed:
-            bonds = len(s.get_neighbor_list(self._pes.CUTOFF)[0])
-            per_site = _bucket(math.ceil((1.25 * bonds + 2) / n), EDGE_BUCKETS) or EDGE_BUCKETS[-1]
+            mean = np.mean(bonds if bonds else [len(s.get_neighbor_list(self._pes.CUTOFF)[0])])
+            per_site = _bucket(math.ceil((1.25 * mean + 2) / n), EDGE_BUCKETS) or EDGE_BUCKETS[-1]
             cap = self.edge_capacity or n * min(per_site, k)
         return n, k, min(k3, k), cap, 2
 
