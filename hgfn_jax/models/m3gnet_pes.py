@@ -37,6 +37,9 @@ energy is continuous across graph changes: every term vanishes smoothly at the c
 Measured (``python -m benchmarks.check_pes_jax``, 250 data-set cells <= 40 sites + 250 rattled copies): max
 |dE| 3.3e-6 eV/atom, |dF| 4.3e-4 eV/A, |dS| 2.9e-4 GPa against the fixed host potential.
 
+The same function for a batch with the real bonds packed into one list (the per-bond layers on real bonds only):
+:mod:`hgfn_jax.models.m3gnet_pes_packed` (what the JAX relaxer uses).
+
 ``valid`` is False (energy, forces and stress NaN) for: an overflowed crystal, an element outside the model's 89,
 no atom, more than ``k`` bonds within 5 A or more than ``k3`` within 4 A at some atom, the image window
 too small (``max_images``), a non-finite result. A cell without any bond within 5 A is valid (as on the host:
