@@ -26,7 +26,8 @@ FrechetCellFilter DOF, fmax 0.1 eV/A, step cap; :mod:`hgfn_jax.models.fire`), sa
 - ``seconds`` is each chunk's wall time shared by the slots running in it, by their site counts; a structure
   whose ``seconds`` reach ``time_limit_s`` (checked between chunks, so a limit is overshot by at most one chunk's
   share) stops with ``timeout`` and keeps its last structure and last energy, as on the host (a retried
-  structure's limit counts both passes);
+  structure's limit counts both passes; the first chunk of a new group shape includes its compilation, ~10-20 s
+  on CPU, shared by that chunk's structures; default: no limit, the suite passes its ``time_limit``);
 - statuses map to reasons: step cap -> ``step_cap``, non-finite energy/forces/stress -> ``nonfinite``, cell
   exploded/collapsed -> ``diverged``.
 """
