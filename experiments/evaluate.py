@@ -84,7 +84,7 @@ def evaluate_run(run_dir: str | Path, n: int | None = None, relaxer: str = "m3gn
 
         relax = make_relaxer(relaxer, max_steps=max_steps, time_limit_s=time_limit, batch_size=relax_batch)
         name = relax.name
-        limit = f"<= {time_limit:g} s per structure"  # m3gnet_jax: its share of each compiled chunk's wall time
+        limit = f"<= {time_limit:g} s per structure"  # m3gnet_jax: its share of each chunk's run time
         notes.append(f"Relaxed with {name} (FIRE + FrechetCellFilter, fmax 0.1 eV/A, <= {max_steps} steps, "
                      f"{limit}, batches of {relax_batch}).")
     elif relaxer == "none":

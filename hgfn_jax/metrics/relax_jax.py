@@ -26,8 +26,8 @@ FrechetCellFilter DOF, fmax 0.1 eV/A, step cap; :mod:`hgfn_jax.models.fire`), sa
 - ``seconds`` is each chunk's wall time shared by the slots running in it, by their site counts; a structure
   whose ``seconds`` reach ``time_limit_s`` (checked between chunks, so a limit is overshot by at most one chunk's
   share) stops with ``timeout`` and keeps its last structure and last energy, as on the host (a retried
-  structure's limit counts both passes; the first chunk of a new group shape includes its compilation, ~10-20 s
-  on CPU, shared by that chunk's structures; default: no limit, the suite passes its ``time_limit``);
+  structure's limit counts both passes; compilation is not counted: each group compiles on an empty batch first;
+  default: no limit, the suite passes its ``time_limit``);
 - statuses map to reasons: step cap -> ``step_cap``, non-finite energy/forces/stress -> ``nonfinite``, cell
   exploded/collapsed -> ``diverged``.
 """
@@ -178,7 +178,8 @@ class JaxRelaxer:
         mask = np.zeros((b, n), bool)
         state = {k_: np.array(v) for k_, v in fire.init(np.zeros((b, n, 3)), mask)._asdict().items()}
         fresh = {k_: np.array(v) for k_, v in fire.init(np.zeros((1, n, 3)), np.ones((1, n), bool))._asdict().items()}
-        slots = [-1] * b
+        finalize(run(self.params, fire.RelaxState(**state), cell, species, mask), cell, mask)  # compiles: all slots
+        slots = [-1] * b  # are empty (SKIPPED), the loop runs 0 iterations; keeps compile time out of ``seconds``
         seconds = np.zeros(b)
         queue = list(items)
         out: dict[int, RelaxResult] = {}
