@@ -127,12 +127,18 @@ def efs_batch(params, cell, positions, species, mask, edge_capacity=None, k=DEFA
     cell = jnp.asarray(cell, jnp.float32)
     positions = jnp.asarray(positions, jnp.float32)
     mask = jnp.asarray(mask, bool)
+    species = jnp.asarray(species, jnp.int32)
+    if cell.ndim != 3 or positions.ndim != 3 or positions.shape[:2] != mask.shape or species.shape != mask.shape:
+        raise ValueError(
+            f"efs_batch expects cell [B, 3, 3], positions [B, N, 3], species and mask [B, N]; got {cell.shape}, "
+            f"{positions.shape}, {species.shape}, {mask.shape}"
+        )
     b, n = mask.shape
     capacity = n * EDGES_PER_SITE if edge_capacity is None else int(edge_capacity)
     if capacity < 1:
         raise ValueError(f"edge_capacity must be >= 1, got {capacity}")
     pool = b * capacity
-    index = params["z_to_index"][jnp.clip(jnp.asarray(species, jnp.int32), 0, 118)]  # [B, N]
+    index = params["z_to_index"][jnp.clip(species, 0, 118)]  # [B, N]
     supported = jnp.all(~mask | (index >= 0), axis=1)
     frac = jnp.where(mask[..., None], jnp.einsum("bnd,bde->bne", positions, jnp.linalg.inv(cell)), 0.0)
     g = jax.vmap(lambda c, f, m: build_graph(c, f, m, k, k3, max_images))(cell, frac, mask)

@@ -108,3 +108,14 @@ def test_time_limit_stops_with_timeout_and_keeps_the_structure(inputs):
         assert r.structure is not None and len(r.structure) == len(s) and np.isfinite(r.energy_per_atom)
     with pytest.raises(ValueError, match="edge_capacity"):
         JaxRelaxer(packed=False, edge_capacity=10)
+
+
+def test_too_dense_input_is_counted_not_compiled(model_dir):
+    """A cell with more bonds per atom within 5 A than the largest capacity bucket (133 for this random 12-atom Si
+    cell, pymatgen's count) is refused before any compile with the counted reason ``too_dense``."""
+    from hgfn_jax.metrics.relax_jax import K_BUCKETS
+
+    dense = Structure(Lattice.cubic(3.6), ["Si"] * 12, np.random.default_rng(1).random((12, 3)))
+    assert max(np.bincount(dense.get_neighbor_list(5.0)[0])) > K_BUCKETS[-1]
+    (r,) = JaxRelaxer(batch_size=2, chunk=CHUNK).relax_many([dense])
+    assert r.reason == "too_dense" and r.reason in REASONS and not r.converged and r.structure is None

@@ -240,6 +240,11 @@ def test_fire_rejects_bad_shapes_and_options(model_dir):
     with pytest.raises(TypeError, match="unknown FIRE parameters"):
         fire.relax(params, np.eye(3)[None], np.zeros((1, 2, 3)), np.ones((1, 2), int), np.ones((1, 2), bool),
                    dtt=0.2)
+    with pytest.raises(ValueError, match="efs_batch expects"):
+        m3gnet_pes_packed.efs_batch(params, np.eye(3), np.zeros((1, 2, 3)), np.ones((1, 2), int), np.ones((1, 2), bool))
+    with pytest.raises(ValueError, match="edge_capacity must be >= 1"):
+        m3gnet_pes_packed.efs_batch(params, np.eye(3)[None], np.zeros((1, 2, 3)), np.ones((1, 2), int),
+                                    np.ones((1, 2), bool), edge_capacity=0)
     with pytest.raises(ValueError, match="unknown relaxer"):
         from hgfn_jax.metrics.relax import make_relaxer
 
