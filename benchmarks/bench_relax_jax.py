@@ -5,8 +5,8 @@
    (:mod:`hgfn_jax.models.m3gnet_pes_packed`), against the host potential on one graph batch of the same 32 cells
    (``Relaxer._forward``), all in the same run.
 2. Relaxation (FIRE + FrechetCellFilter, fmax 0.1 eV/A, <= 300 steps) of rattled data-set cells (0.1 A
-   displacements, 3 % strain, cells of <= 8 sites; default 32 cells, ~5 min on the loaded 2-core CPU, the
-   recorded results are of the default run): ``relaxer="m3gnet_jax"`` padded (``packed=False``) and packed
+   displacements, 3 % strain, cells of <= 8 sites; default 32 cells; the whole default run ~7 min on the
+   loaded 2-core CPU, the recorded results are of it): ``relaxer="m3gnet_jax"`` padded (``packed=False``) and packed
    (default) vs the host ``Relaxer`` (batch 32 each): wall time, converged fraction, mean steps, agreement of the
    final energies with the host's.
    ``compile_s`` of the JAX relaxer: a warm-up run with a 1-step cap on the same inputs (same group shapes).

@@ -4,9 +4,10 @@ Same function as :mod:`hgfn_jax.models.m3gnet_pes` (same graph, same three-body 
 conventions: total energy eV, forces ``-dE/dr`` eV/A, stress ``(1/V) dE/d eps`` GPa, positive = tensile), laid out
 as :func:`hgfn_jax.models.m3gnet.energy_batch`: the padded radius graph of each crystal (``[N, K]`` rows,
 :func:`hgfn_jax.models.m3gnet_pes.build_graph`) is only an index table; the bonds that exist are packed and every
-per-bond layer (edge embedding, three-body bond update, the two gated convolutions: ~95 % of the work) runs on
-real bonds only, not on ``N * K`` padded slots. The three-body angular sums stay on the padded rows (the first
-``k3`` bonds of each atom; ``[N, k3, k3]`` triples, a few % of the work) and are gathered onto the packed bonds.
+per-bond layer (edge embedding, three-body bond update, the two gated convolutions: by flop count nearly all of
+the work) runs on real bonds only, not on ``N * K`` padded slots. The three-body angular sums stay on the padded
+rows (the first ``k3`` bonds of each atom; ``[N, k3, k3]`` triples, a small part of the flops) and are gathered
+onto the packed bonds.
 
 Capacity: the batch shares one pool of ``B * edge_capacity`` bond slots (static; default ``edge_capacity = N *
 EDGES_PER_SITE``), filled in crystal order; a crystal whose bonds do not all fit is refused (``valid`` False,
@@ -80,7 +81,7 @@ def _energies(params, index, mask, g, slot, real, pos, cell, strain, k3):
     flat_pos = pos.reshape(-1, 3)
     vec = flat_pos[dst] + jnp.einsum("ed,edf->ef", off, cell[graph]) - flat_pos[src]
     vec = jnp.einsum("ed,edf->ef", vec, strain[graph])
-    em = real
+    em = real  # [E]
     safe = jnp.where(em[:, None], vec, far)
     r = jnp.sqrt(jnp.sum(safe * safe, axis=-1))  # [E]
     in3 = (rank < k3) & em  # the bond's three-body message (0 beyond the first k3 slots)
