@@ -13,18 +13,27 @@ FrechetCellFilter DOF, fmax 0.1 eV/A, step cap; :mod:`hgfn_jax.models.fire`), sa
 - each group relaxes with continuous batching, as the host relaxer: ``batch_size`` slots advance together for
   ``chunk`` FIRE iterations inside one compiled ``while_loop``; between chunks the finished slots are harvested
   and refilled from the queue (finished slots stay frozen until then);
-- a structure whose graph outgrows the capacities during relaxation (or needs a wider periodic-image window)
-  is relaxed again from its input once with the largest capacities and ``max_images=3``; still failing:
-  ``graph_error``. More bonds than the largest bucket at the input: ``too_dense``;
-- the per-structure time limit is not applied (the step cap is); ``seconds`` is each chunk's wall time shared
-  by the slots running in it, by their site counts;
+- ``packed=True`` (default): the potential runs on the packed real bonds
+  (:mod:`hgfn_jax.models.m3gnet_pes_packed`, same numbers; speed: ``benchmarks/results/relax_jax.json``); the
+  batch shares a pool of ``batch_size x edge_capacity`` bond slots, ``edge_capacity`` the smallest of
+  :data:`EDGE_BUCKETS` x padded sites holding 1.25 x the mean bond count of the group's ``batch_size`` densest
+  members + 2 (``edge_capacity=`` overrides it, for tests). The graph is rebuilt at every FIRE step (no skin);
+- a structure whose graph outgrows the capacities during relaxation (bonds per atom, bonds per structure, or a
+  wider periodic-image window: status GRAPH, e.g. a cell under tension shrinking; with a shared pool, possibly a
+  batch mate that grew) is relaxed again from its input once with the largest capacities (``k`` 128, ``k3`` 96,
+  ``128 x sites`` bond slots per structure) and ``max_images=3``; still
+  failing: ``graph_error``. More bonds than the largest bucket at the input: ``too_dense``;
+- ``seconds`` is each chunk's wall time shared by the slots running in it, by their site counts; a structure
+  whose ``seconds`` reach ``time_limit_s`` (checked between chunks, so a limit is overshot by at most one chunk's
+  share) stops with ``timeout`` and keeps its last structure and last energy, as on the host (a retried
+  structure's limit counts both passes; compilation is not counted: each group compiles on an empty batch first;
+  default: no limit, the suite passes its ``time_limit``);
 - statuses map to reasons: step cap -> ``step_cap``, non-finite energy/forces/stress -> ``nonfinite``, cell
   exploded/collapsed -> ``diverged``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import time
@@ -38,6 +47,7 @@ NAME = "M3GNet-MP-2021.2.8-PES (JAX)"
 _REASONS = {2: "step_cap", 3: "nonfinite", 4: "graph_error", 5: "diverged"}
 K_BUCKETS = (32, 48, 64, 80, 96, 128)
 K3_BUCKETS = (16, 24, 32, 48, 64, 96)
+EDGE_BUCKETS = (16, 24, 32, 40, 48, 64, 80, 96, 128)  # packed bond slots per padded site
 CHUNK = 25  # FIRE iterations per compiled call between refills
 
 
@@ -52,14 +62,15 @@ def max_bonds(s: Structure, cutoff: float) -> int:
 
 
 @functools.cache
-def _compiled(k: int, k3: int, max_images: int, chunk: int):
+def _compiled(k: int, k3: int, edge_capacity: int | None, max_images: int, chunk: int):
     """Jitted ``fire.run`` (``chunk`` iterations; fmax and max_steps traced: one compile per shape and capacity)
     and ``fire.finalize``."""
     import jax
 
     from hgfn_jax.models import fire
 
-    run = jax.jit(functools.partial(fire.run, max_iters=chunk, k=k, k3=k3, max_images=max_images))
+    run = jax.jit(functools.partial(fire.run, max_iters=chunk, k=k, k3=k3, max_images=max_images,
+                                    edge_capacity=edge_capacity))
     return run, jax.jit(fire.finalize)
 
 
@@ -68,7 +79,7 @@ class JaxRelaxer:
 
     def __init__(self, fmax: float = 0.1, max_steps: int = 500, time_limit_s: float = math.inf,
                  relax_cell: bool = True, model_dir=None, batch_size: int = 32, site_bucket: int = 8,
-                 chunk: int = CHUNK, **_ignored):
+                 chunk: int = CHUNK, packed: bool = True, edge_capacity: int | None = None, **_ignored):
         from hgfn_jax.models import fire, m3gnet_pes
 
         if not relax_cell:
@@ -81,6 +92,9 @@ class JaxRelaxer:
         self.supported_z = frozenset(int(z) for z in np.flatnonzero(np.asarray(self.params["z_to_index"]) >= 0))
         self.fmax, self.max_steps, self.time_limit_s = float(fmax), int(max_steps), float(time_limit_s)
         self.batch_size, self.site_bucket, self.chunk = int(batch_size), int(site_bucket), int(chunk)
+        if edge_capacity is not None and (not packed or edge_capacity < 1):
+            raise ValueError(f"edge_capacity needs packed=True and >= 1, got {edge_capacity} (packed={packed})")
+        self.packed, self.edge_capacity = bool(packed), edge_capacity
         self._fire = fire
         self._pes = m3gnet_pes
 
@@ -108,26 +122,41 @@ class JaxRelaxer:
         retry: dict[tuple, list[int]] = {}
         for n, members in sorted(groups.items()):  # one group per site bucket: the members' largest capacities
             items = [i for i, _ in members]
-            key = (n, max(kk[1] for _, kk in members), max(kk[2] for _, kk in members), 2)
+            key = (n, max(kk[1] for _, kk in members), max(kk[2] for _, kk in members), None, 2)
+            if self.packed:  # bond slots for the mean of the densest batch_size members
+                bonds = sorted((len(structures[i].get_neighbor_list(self._pes.CUTOFF)[0]) for i in items),
+                               reverse=True)[: self.batch_size]
+                key = (*key[:3], self.group_key(structures[items[0]], bonds)[3], 2)
+            largest = (n, K_BUCKETS[-1], K3_BUCKETS[-1], n * K_BUCKETS[-1] if self.packed else None, 3)
             for i, res in self._relax_group(structures, items, *key).items():
-                if res.reason == "graph_error" and key[1:] != (K_BUCKETS[-1], K3_BUCKETS[-1], 3):
-                    retry.setdefault((key[0], K_BUCKETS[-1], K3_BUCKETS[-1], 3), []).append(i)
+                if res.reason == "graph_error" and key != largest:
+                    retry.setdefault(largest, []).append(i)
                 results[i] = res
         for key, items in sorted(retry.items()):
-            for i, res in self._relax_group(structures, items, *key).items():
-                results[i] = dataclasses.replace(res, seconds=res.seconds + results[i].seconds)
+            spent = {i: results[i].seconds for i in items}
+            for i, res in self._relax_group(structures, items, *key, spent=spent).items():
+                results[i] = res  # its seconds include the first pass (``spent``)
         return results  # type: ignore[return-value]
 
-    def group_key(self, s: Structure) -> tuple[int, int, int, int] | None:
-        """(padded sites, k, k3, max_images) that ``s`` alone needs (its group takes its members' largest); None if
-        too dense for the buckets."""
+    def group_key(self, s: Structure, bonds: list[int] | None = None) -> tuple[int, int, int, int | None, int] | None:
+        """(padded sites, k, k3, bond slots per structure or None when not packed, max_images) that ``s`` needs
+        (None if too dense for the buckets). The bond slots (on average over the batch's shared pool) are the
+        smallest ``EDGE_BUCKETS`` x padded sites holding 1.25 x the mean of ``bonds`` (default: ``s``'s own count
+        of directed bonds within 5 A) + 2; a group takes its members' largest k, k3 and the slots for the mean of
+        its ``batch_size`` densest members."""
+        n = self.site_bucket * math.ceil(len(s) / self.site_bucket)
         k = _bucket(int(np.ceil(1.25 * max_bonds(s, self._pes.CUTOFF))) + 2, K_BUCKETS)
         k3 = _bucket(int(np.ceil(1.25 * max_bonds(s, self._pes.THREEBODY_CUTOFF))) + 2, K3_BUCKETS)
         if k is None or k3 is None:
             return None
-        return self.site_bucket * math.ceil(len(s) / self.site_bucket), k, min(k3, k), 2
+        cap = None
+        if self.packed:
+            mean = np.mean(bonds if bonds else [len(s.get_neighbor_list(self._pes.CUTOFF)[0])])
+            per_site = _bucket(math.ceil((1.25 * mean + 2) / n), EDGE_BUCKETS) or EDGE_BUCKETS[-1]
+            cap = self.edge_capacity or n * min(per_site, k)
+        return n, k, min(k3, k), cap, 2
 
-    def compiled(self, key: tuple[int, int, int, int]):
+    def compiled(self, key: tuple[int, int, int, int | None, int]):
         """(run, finalize): jitted :func:`hgfn_jax.models.fire.run` (``chunk`` iterations) and ``finalize`` of a
         group (cached per process)."""
         import jax.numpy as jnp
@@ -136,18 +165,21 @@ class JaxRelaxer:
         limits = (jnp.float32(self.fmax), jnp.int32(self.max_steps))
         return lambda params, state, cell, species, mask: run(params, state, cell, species, mask, *limits), finalize
 
-    def _relax_group(self, structures: list, items: list[int], n: int, k: int, k3: int,
-                     max_images: int) -> dict[int, RelaxResult]:
-        """Continuous batching of one group of structures sharing the padded shape and capacities."""
+    def _relax_group(self, structures: list, items: list[int], n: int, k: int, k3: int, cap: int | None,
+                     max_images: int, spent: dict[int, float] | None = None) -> dict[int, RelaxResult]:
+        """Continuous batching of one group of structures sharing the padded shape and capacities; ``spent``:
+        seconds already used by each structure (a retry), counted against the time limit."""
         fire = self._fire
-        run, finalize = self.compiled((n, k, k3, max_images))
+        spent = spent or {}
+        run, finalize = self.compiled((n, k, k3, cap, max_images))
         b = min(self.batch_size, 1 << (len(items) - 1).bit_length())
         cell = np.tile(np.eye(3, dtype=np.float32) * 10.0, (b, 1, 1))
         species = np.zeros((b, n), np.int32)
         mask = np.zeros((b, n), bool)
         state = {k_: np.array(v) for k_, v in fire.init(np.zeros((b, n, 3)), mask)._asdict().items()}
         fresh = {k_: np.array(v) for k_, v in fire.init(np.zeros((1, n, 3)), np.ones((1, n), bool))._asdict().items()}
-        slots = [-1] * b
+        finalize(run(self.params, fire.RelaxState(**state), cell, species, mask), cell, mask)  # compiles: all slots
+        slots = [-1] * b  # are empty (SKIPPED), the loop runs 0 iterations; keeps compile time out of ``seconds``
         seconds = np.zeros(b)
         queue = list(items)
         out: dict[int, RelaxResult] = {}
@@ -164,7 +196,7 @@ class JaxRelaxer:
                         state[key_][j] = v[0]
                     state["u"][j] = 0.0
                     state["u"][j, : len(s)] = s.cart_coords
-                    slots[j], seconds[j] = i, 0.0
+                    slots[j], seconds[j] = i, spent.get(i, 0.0)
             if all(x == -1 for x in slots):
                 return out
             running = state["status"] == fire.RUNNING
@@ -175,14 +207,16 @@ class JaxRelaxer:
             sites = mask.sum(axis=1) * running
             seconds += (time.perf_counter() - t0) * sites / max(sites.sum(), 1)
             for j, i in enumerate(slots):
-                if i != -1 and state["status"][j] != fire.RUNNING:
-                    out[i] = self._result(structures[i], final, j, float(seconds[j]))
+                timeout = state["status"][j] == fire.RUNNING and seconds[j] >= self.time_limit_s
+                if i != -1 and (state["status"][j] != fire.RUNNING or timeout):
+                    out[i] = self._result(structures[i], final, j, float(seconds[j]), timeout)
                     slots[j] = -1
                     state["status"][j] = fire.SKIPPED
 
-    def _result(self, s: Structure, out: dict, j: int, seconds: float) -> RelaxResult:
+    def _result(self, s: Structure, out: dict, j: int, seconds: float, timeout: bool = False) -> RelaxResult:
         status, steps = int(out["status"][j]), int(out["steps"][j])
         reason = None if status == self._fire.CONVERGED else _REASONS.get(status, "model_error")
+        reason = "timeout" if timeout else reason
         if reason in HARD_FAILURES:
             return _fail(reason, steps, seconds)
         n = len(s)

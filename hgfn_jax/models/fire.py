@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 from hgfn_jax.crystal.lattice import params_to_matrix
 from hgfn_jax.crystal.types import Crystal
-from hgfn_jax.models import m3gnet_pes
+from hgfn_jax.models import m3gnet_pes, m3gnet_pes_packed
 
 # status codes
 RUNNING, CONVERGED, STEP_CAP, NONFINITE, GRAPH, DIVERGED, SKIPPED = range(7)
@@ -88,15 +88,28 @@ def _deform(orig, u, x, alpha):
     return f, orig @ f.T, u @ f.T
 
 
-def _evaluate(params, orig, u, x, species, mask, alpha, k, k3, max_images):
-    """(energy, generalised forces [N + 3, 3], graph ok, finite, volume) of one structure."""
-    f_mat, vjp = jax.vjp(lambda l: expm(l), x / alpha)
-    cell, pos = orig @ f_mat.T, u @ f_mat.T
-    e, forces, stress, ok, finite = m3gnet_pes._efs(params, cell, pos, species, mask, k, k3, max_images, False)
+def _evaluate(params, orig, u, x, species, mask, alpha, k, k3, max_images, edge_capacity):
+    """(energy [B], generalised forces [B, N + 3, 3], graph ok [B], finite [B], volume [B]) of the batch.
+
+    ``edge_capacity`` None: the padded potential (``vmap`` of :func:`hgfn_jax.models.m3gnet_pes._efs`, K slots
+    per atom); an int: the packed one (:func:`hgfn_jax.models.m3gnet_pes_packed.efs_batch`, that many bond slots
+    per structure). Same numbers; the graph is rebuilt from the current geometry at every evaluation.
+    """
+    f_mat, vjp = jax.vjp(jax.vmap(expm), x / alpha[:, None, None])
+    cell = jnp.einsum("bij,bkj->bik", orig, f_mat)
+    pos = jnp.einsum("bnj,bkj->bnk", u, f_mat)
+    if edge_capacity is None:
+        e, forces, stress, ok, finite = jax.vmap(
+            lambda c, p, z, m: m3gnet_pes._efs(params, c, p, z, m, k, k3, max_images, False)
+        )(cell, pos, species, mask)
+    else:
+        e, forces, stress, ok, finite = m3gnet_pes_packed.efs_batch(
+            params, cell, pos, species, mask, edge_capacity, k, k3, max_images
+        )
     volume = jnp.abs(jnp.linalg.det(cell))
-    virial = -volume * stress / m3gnet_pes.EV_PER_ANG3_TO_GPA  # eV: -V sigma (ASE's virial)
-    (cell_force,) = vjp(virial @ jnp.linalg.inv(f_mat.T))
-    gen = jnp.concatenate([forces @ f_mat, cell_force / alpha], axis=0)
+    virial = -volume[:, None, None] * stress / m3gnet_pes.EV_PER_ANG3_TO_GPA  # eV: -V sigma (ASE's virial)
+    (cell_force,) = vjp(virial @ jnp.linalg.inv(jnp.swapaxes(f_mat, 1, 2)))
+    gen = jnp.concatenate([jnp.einsum("bnj,bjk->bnk", forces, f_mat), cell_force / alpha[:, None, None]], axis=1)
     return e, gen, ok, finite, volume
 
 
@@ -153,6 +166,7 @@ def run(
     k: int = m3gnet_pes.DEFAULT_K,
     k3: int = m3gnet_pes.DEFAULT_K3,
     max_images: int = 2,
+    edge_capacity: int | None = None,
     **fire,
 ) -> RelaxState:
     """Advance ``state`` (from :func:`init`, ``cell`` [B, 3, 3] the INITIAL cells) until no structure runs, or for
@@ -164,11 +178,11 @@ def run(
     species = jnp.asarray(species, jnp.int32)
     n = mask.shape[1]
     alpha = jnp.maximum(jnp.sum(mask, axis=1), 1).astype(jnp.float32)  # exp_cell_factor = number of atoms
-    evaluate = jax.vmap(lambda o, u, x, z, m, al: _evaluate(params, o, u, x, z, m, al, k, k3, max_images))
 
     def body(carry):
         it, s = carry
-        e, gen, ok, finite, volume = evaluate(cell, s.u, s.x, species, mask, alpha)
+        e, gen, ok, finite, volume = _evaluate(params, cell, s.u, s.x, species, mask, alpha, k, k3, max_images,
+                                               edge_capacity)
         gen = jnp.where(jnp.isfinite(gen), gen, 0.0)
         fm = jnp.sqrt(jnp.max(jnp.sum(gen * gen, axis=-1), axis=-1))
         running = s.status == RUNNING
@@ -260,16 +274,18 @@ def relax(
     k: int = m3gnet_pes.DEFAULT_K,
     k3: int = m3gnet_pes.DEFAULT_K3,
     max_images: int = 2,
+    edge_capacity: int | None = None,
     **fire,
 ) -> RelaxOutput:
     """Relax a batch to the end: ``cell`` [B, 3, 3] rows (A), ``positions`` [B, N, 3] Cartesian (A), ``species``
     [B, N] atomic numbers, ``mask`` [B, N] real sites; ``skip`` [B] bool: padding entries (status SKIPPED).
-    ``fire``: overrides of :data:`FIRE_DEFAULTS`. ``k``, ``k3``, ``max_images``, ``max_steps`` and the FIRE
-    constants are static under jit."""
+    ``fire``: overrides of :data:`FIRE_DEFAULTS`. ``edge_capacity``: None for the padded potential (K bond slots
+    per atom), an int for the packed one (that many bond slots per structure; more bonds -> status GRAPH).
+    ``k``, ``k3``, ``max_images``, ``edge_capacity``, ``max_steps`` and the FIRE constants are static under jit."""
     _constants(fire)
     cell, positions, species, mask = _check(cell, positions, species, mask)
     state = init(positions, mask, skip, **fire)
-    state = run(params, state, cell, species, mask, fmax, max_steps, None, k, k3, max_images, **fire)
+    state = run(params, state, cell, species, mask, fmax, max_steps, None, k, k3, max_images, edge_capacity, **fire)
     return finalize(state, cell, mask)
 
 

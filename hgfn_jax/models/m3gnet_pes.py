@@ -37,6 +37,9 @@ energy is continuous across graph changes: every term vanishes smoothly at the c
 Measured (``python -m benchmarks.check_pes_jax``, 250 data-set cells <= 40 sites + 250 rattled copies): max
 |dE| 3.3e-6 eV/atom, |dF| 4.3e-4 eV/A, |dS| 2.9e-4 GPa against the fixed host potential.
 
+The same function for a batch with the real bonds packed into one list (the per-bond layers on real bonds only):
+:mod:`hgfn_jax.models.m3gnet_pes_packed` (what the JAX relaxer uses).
+
 ``valid`` is False (energy, forces and stress NaN) for: an overflowed crystal, an element outside the model's 89,
 no atom, more than ``k`` bonds within 5 A or more than ``k3`` within 4 A at some atom, the image window
 too small (``max_images``), a non-finite result. A cell without any bond within 5 A is valid (as on the host:
@@ -159,6 +162,24 @@ def build_graph(cell: jnp.ndarray, frac: jnp.ndarray, mask: jnp.ndarray, k: int,
     return PesGraph(nl.idx, nl.offset.astype(jnp.float32), em, ok)
 
 
+def _three_body_geometry(params: dict, safe: jnp.ndarray, r3: jnp.ndarray, em: jnp.ndarray):
+    """(Y_l0 [N, K3, K3, 3], SBF(r) f_c [N, K3, 9], f_c [N, K3]) of the first K3 bonds of each row.
+
+    ``safe`` [N, K3, 3] bond vectors (masked slots any nonzero vector), ``r3`` their lengths (A), ``em`` the
+    real bonds; f_c is the polynomial cutoff at 4 A (0 beyond), Y[n, j, k] is 0 for k == j.
+    """
+    k3 = r3.shape[-1]
+    em3 = em & (r3 <= THREEBODY_CUTOFF)
+    fc3 = jnp.where(em3, _polynomial_cutoff(r3, THREEBODY_CUTOFF), 0.0)  # [N, K3]
+    unit = safe / r3[..., None]
+    cos = jnp.clip(jnp.einsum("nad,nbd->nab", unit, unit), -1.0 + _COS_EPS, 1.0 - _COS_EPS)  # [N, K3, K3]
+    other = ~jnp.eye(k3, dtype=bool)  # neighbour bond i -> k != j
+    ylm = jnp.stack([jnp.full_like(cos, _Y00), _Y10 * cos, _Y20 * (3.0 * cos * cos - 1.0)], axis=-1)
+    ylm = jnp.where(other[None, :, :, None], ylm, 0.0)  # [N, K3(j), K3(k), 3]
+    sbf3 = _spherical_bessel(r3, params["sbf_roots"], params["sbf_inv_norm"], CUTOFF) * fc3[..., None]  # [N, K3, 9]
+    return ylm, sbf3, fc3
+
+
 def _model_energy(params: dict, index: jnp.ndarray, nm: jnp.ndarray, g: PesGraph, vec: jnp.ndarray, k3: int):
     """Total energy (eV) from bond vectors ``vec`` [N, K, 3] (differentiable) on the graph ``g``."""
     n, kk = g.nbr.shape
@@ -168,14 +189,7 @@ def _model_energy(params: dict, index: jnp.ndarray, nm: jnp.ndarray, g: PesGraph
     r = jnp.sqrt(jnp.sum(safe * safe, axis=-1))  # [N, K]
 
     # Three-body geometry over the first k3 slots (all bonds within 4 A; checked in build_graph).
-    r3, em3 = r[:, :k3], em[:, :k3] & (r[:, :k3] <= THREEBODY_CUTOFF)
-    fc3 = jnp.where(em3, _polynomial_cutoff(r3, THREEBODY_CUTOFF), 0.0)  # [N, K3]
-    unit = safe[:, :k3] / r3[..., None]
-    cos = jnp.clip(jnp.einsum("nad,nbd->nab", unit, unit), -1.0 + _COS_EPS, 1.0 - _COS_EPS)  # [N, K3, K3]
-    other = ~jnp.eye(k3, dtype=bool)  # neighbour bond i -> k != j
-    ylm = jnp.stack([jnp.full_like(cos, _Y00), _Y10 * cos, _Y20 * (3.0 * cos * cos - 1.0)], axis=-1)
-    ylm = jnp.where(other[None, :, :, None], ylm, 0.0)  # [N, K3(j), K3(k), 3]
-    sbf3 = _spherical_bessel(r3, params["sbf_roots"], params["sbf_inv_norm"], CUTOFF) * fc3[..., None]  # [N, K3, 9]
+    ylm, sbf3, fc3 = _three_body_geometry(params, safe[:, :k3], r[:, :k3], em[:, :k3])
 
     rbf = _spherical_bessel(r, params["rbf_roots"], params["rbf_inv_norm"], CUTOFF)  # [N, K, 9]
     v = params["node_embedding"][jnp.maximum(index, 0)]  # [N, 64]

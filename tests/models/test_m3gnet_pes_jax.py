@@ -18,8 +18,9 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
 
 from hgfn_jax.crystal.convert import from_structure, stack, to_structure
+from hgfn_jax.crystal.lattice import params_to_matrix
 from hgfn_jax.data import mp
-from hgfn_jax.models import fire, m3gnet_pes
+from hgfn_jax.models import fire, m3gnet_pes, m3gnet_pes_packed
 
 N_MAX = 12
 SKEW = np.array([[1, 2, 0], [0, 1, 0], [1, 0, 1]])  # unimodular: the same crystal in a strongly skewed cell
@@ -81,14 +82,27 @@ def results(cases):
     e, f, s, valid, e_only = jax.jit(jax.vmap(one, in_axes=(None, 0)))(params, batch)
     model = load_model(m3gnet_pes.NAME)
     conv = Structure2Graph(element_types=tuple(model.model.element_types), cutoff=m3gnet_pes.CUTOFF)
-    host = []
+    host, bonds = [], []
     for st in structures:
         g, lat, _ = conv.get_graph(st)
         he, hf, hs, _ = model(g, lat, None)
         host.append((float(he.detach()), hf.detach().numpy().astype(np.float64), hs.detach().numpy()))
+        bonds.append(int(g.num_edges))  # matgl's directed bonds within 5 A
+    # packed bonds (one batch sharing a pool of B x capacity slots): the default, and a pool that ends inside
+    # the middle crystal (by matgl's bond counts)
+    cell = jax.vmap(params_to_matrix)(batch.lattice)
+    pos = jnp.einsum("bni,bij->bnj", batch.frac, cell) * batch.mask[..., None]
+    cap = int(np.cumsum(bonds)[len(bonds) // 2]) // len(crystals)
+
+    def packed(capacity):
+        fn = jax.jit(lambda p, c, x, z, m, o: m3gnet_pes_packed.energy_forces_stress_batch(p, c, x, z, m, capacity,
+                                                                                            overflow=o))
+        return [np.asarray(a, np.float64) for a in fn(params, cell, pos, batch.species, batch.mask, batch.overflow)]
+
     return {"e": np.asarray(e, np.float64), "f": np.asarray(f, np.float64), "s": np.asarray(s, np.float64),
             "valid": np.asarray(valid), "e_only": np.asarray(e_only, np.float64), "host": host,
-            "labels": labels, "n": [len(st) for st in structures]}
+            "labels": labels, "n": [len(st) for st in structures], "bonds": bonds, "packed": packed(None),
+            "pool": cap * len(crystals), "packed_short": packed(cap)}
 
 
 def test_pes_energy_forces_stress_equal_fixed_matgl(results):
@@ -121,6 +135,28 @@ def test_pes_refuses_what_it_cannot_compute(results):
     assert not results["valid"][n:].any()
     assert np.isnan(results["e"][n:]).all() and np.isnan(results["f"][n:]).all() and np.isnan(results["s"][n:]).all()
     assert np.isnan(results["e_only"][n:]).all()
+    e, f, s, valid = results["packed"]
+    assert not valid[n:].any() and np.isnan(e[n:]).all() and np.isnan(f[n:]).all() and np.isnan(s[n:]).all()
+
+
+def test_packed_pes_equals_fixed_matgl_and_refuses_overflow(results):
+    """The packed-bond batch (real bonds only, one shared pool) against the host potential on the same hard cases;
+    with a pool that ends inside the middle crystal, exactly the crystals whose bonds (counted by matgl, in batch
+    order) do not all fit are refused, the others keep the same numbers: no truncated graph."""
+    m = len(results["host"])
+    fit_short = np.cumsum(results["bonds"]) <= results["pool"]
+    assert fit_short.any() and not fit_short.all()
+    for (e, f, s, valid), fits in ((results["packed"], np.ones(m, bool)), (results["packed_short"], fit_short)):
+        np.testing.assert_array_equal(valid[:m], fits, err_msg=str(results["labels"]))
+        for i, (he, hf, hs) in enumerate(results["host"]):
+            n, label = results["n"][i], results["labels"][i]
+            if not fits[i]:
+                assert np.isnan(e[i]) and np.isnan(f[i]).all() and np.isnan(s[i]).all(), label
+                continue
+            assert abs(e[i] - he) / n < TOL_E, label
+            assert np.abs(f[i, :n] - hf).max() < TOL_F, label
+            assert np.abs(s[i] - hs).max() < TOL_S, label
+            assert np.abs(f[i, n:]).max(initial=0.0) == 0.0
 
 
 def test_fire_defaults_are_ases():
@@ -204,6 +240,11 @@ def test_fire_rejects_bad_shapes_and_options(model_dir):
     with pytest.raises(TypeError, match="unknown FIRE parameters"):
         fire.relax(params, np.eye(3)[None], np.zeros((1, 2, 3)), np.ones((1, 2), int), np.ones((1, 2), bool),
                    dtt=0.2)
+    with pytest.raises(ValueError, match="efs_batch expects"):
+        m3gnet_pes_packed.efs_batch(params, np.eye(3), np.zeros((1, 2, 3)), np.ones((1, 2), int), np.ones((1, 2), bool))
+    with pytest.raises(ValueError, match="edge_capacity must be >= 1"):
+        m3gnet_pes_packed.efs_batch(params, np.eye(3)[None], np.zeros((1, 2, 3)), np.ones((1, 2), int),
+                                    np.ones((1, 2), bool), edge_capacity=0)
     with pytest.raises(ValueError, match="unknown relaxer"):
         from hgfn_jax.metrics.relax import make_relaxer
 
