@@ -159,6 +159,15 @@ def config_of(arrays: dict[str, np.ndarray]) -> dict:
     return json.loads(str(arrays["_meta.config"]))
 
 
+def check_config(arrays: dict[str, np.ndarray], expected: dict, name: str) -> None:
+    """ValueError naming every init argument of the checkpoint's ``model.json`` that differs from ``expected``
+    (the architecture the JAX implementation reproduces)."""
+    config = config_of(arrays)
+    differs = {k: (config.get(k), v) for k, v in expected.items() if config.get(k) != v}
+    if differs:
+        raise ValueError(f"{name}: checkpoint config differs from the JAX implementation: {differs}")
+
+
 def linear(arrays: dict[str, np.ndarray], prefix: str, bias: bool = True) -> dict[str, np.ndarray]:
     """A torch ``Linear`` as ``{"w": [in, out], "b": [out]}`` (no ``b`` without bias)."""
     out = {"w": np.ascontiguousarray(arrays[f"{prefix}.weight"].T)}

@@ -114,16 +114,7 @@ def _evaluate(params, orig, u, x, species, mask, alpha, k, k3, max_images, edge_
 
 
 def _check(cell, positions, species, mask):
-    cell = jnp.asarray(cell, jnp.float32)
-    positions = jnp.asarray(positions, jnp.float32)
-    mask = jnp.asarray(mask, bool)
-    species = jnp.asarray(species, jnp.int32)
-    if cell.ndim != 3 or positions.ndim != 3 or positions.shape[:2] != mask.shape or species.shape != mask.shape:
-        raise ValueError(
-            f"relax expects cell [B, 3, 3], positions [B, N, 3], species and mask [B, N]; got {cell.shape}, "
-            f"{positions.shape}, {species.shape}, {mask.shape}"
-        )
-    return cell, positions, species, mask
+    return m3gnet_pes_packed.check_batch_inputs(cell, positions, species, mask, "relax")
 
 
 def _constants(fire: dict) -> dict:

@@ -96,11 +96,20 @@ def _gated(arrays: dict, prefix: str, n_layers: int, bias: bool = True) -> dict:
 
 def params_from_arrays(arrays: dict[str, np.ndarray]) -> dict:
     """The parameter PyTree of :func:`energy` from :func:`hgfn_jax.models.convert.checkpoint_arrays`."""
-    config = convert.config_of(arrays)
-    differs = {k: (config.get(k), v) for k, v in _EXPECTED_CONFIG.items() if config.get(k) != v}
-    if differs:
-        raise ValueError(f"{NAME}: checkpoint config differs from the JAX implementation: {differs}")
+    convert.check_config(arrays, _EXPECTED_CONFIG, NAME)
     a = arrays
+    params = {
+        "target_mean": np.float32(a["_meta.target_mean"]),
+        "target_std": np.float32(a["_meta.target_std"]),
+        **shared_params(a),
+        "readout": convert.lstm(a, "readout.lstm", S2S_LAYERS),
+        "final": convert.mlp(a, "final_layer.layers", 3),
+    }
+    return jax.tree_util.tree_map(jnp.asarray, params)
+
+
+def shared_params(a: dict[str, np.ndarray]) -> dict:
+    """The parts every M3GNet checkpoint (Eform, PES) has alike: element index, bases, embeddings, blocks."""
     blocks = []
     for b in range(N_BLOCKS):
         tb = f"three_body_interactions.{b}"
@@ -115,10 +124,8 @@ def params_from_arrays(arrays: dict[str, np.ndarray]) -> dict:
                 "node_weight": convert.linear(a, f"{conv}.node_weight_func", bias=False),
             }
         )
-    params = {
+    return {
         "z_to_index": a["_meta.z_to_index"].astype(np.int32),
-        "target_mean": np.float32(a["_meta.target_mean"]),
-        "target_std": np.float32(a["_meta.target_std"]),
         "rbf_roots": a["_meta.rbf_roots"],
         "rbf_inv_norm": a["_meta.rbf_inv_norm"],
         "sbf_roots": a["_meta.sbf_roots"],
@@ -126,10 +133,19 @@ def params_from_arrays(arrays: dict[str, np.ndarray]) -> dict:
         "node_embedding": a["embedding.layer_node_embedding.weight"],
         "edge_embedding": convert.linear(a, "embedding.layer_edge_embedding.layers.0"),
         "blocks": blocks,
-        "readout": convert.lstm(a, "readout.lstm", S2S_LAYERS),
-        "final": convert.mlp(a, "final_layer.layers", 3),
     }
-    return jax.tree_util.tree_map(jnp.asarray, params)
+
+
+def conv_gated_packed(p: dict, v: jnp.ndarray, e: jnp.ndarray, src: jnp.ndarray, dst: jnp.ndarray) -> jnp.ndarray:
+    """Gated MLP of ``[v_src, v_dst, e]`` over a packed bond list (``v`` [V, D], ``e`` [E, D'], ``src`` / ``dst``
+    [E]) with the first layer split per atom: ``v @ W`` once per atom, then gathered (the concatenation's
+    matmul over every bond would be E x 2D x H larger)."""
+    d = v.shape[-1]
+    first = {}
+    for name in ("layers", "gates"):
+        w, bias = p[name][0]["w"], p[name][0]["b"]
+        first[name] = (v @ w[:d])[src] + (v @ w[d : 2 * d])[dst] + e @ w[2 * d :] + bias
+    return _gated_mlp(p, None, first=first)
 
 
 def load_params(model_dir: str | Path | None = None) -> dict:
@@ -294,12 +310,7 @@ def energy_batch(
     emf = em[:, None].astype(e.dtype)
 
     def conv_gated(p, v, e):
-        d = v.shape[-1]
-        first = {}
-        for name in ("layers", "gates"):
-            w, bias = p[name][0]["w"], p[name][0]["b"]
-            first[name] = (v @ w[:d])[src] + (v @ w[d : 2 * d])[dst] + e @ w[2 * d :] + bias
-        return _gated_mlp(p, None, first=first)
+        return conv_gated_packed(p, v, e, src, dst)
 
     for block in params["blocks"]:
         atom = jax.nn.sigmoid(dense(block["atom"], v))  # [V, 9]

@@ -66,12 +66,12 @@ from hgfn_jax.models.m3gnet import (
     _Y10,
     _Y20,
     MAX_N,
-    N_BLOCKS,
     _conv_gated,
     _gated,
     _gated_mlp,
     _polynomial_cutoff,
     _spherical_bessel,
+    shared_params,
 )
 from hgfn_jax.models.m3gnet import (
     _EXPECTED_CONFIG as _EFORM_CONFIG,
@@ -94,37 +94,13 @@ _EXPECTED_CONFIG = {
 
 def params_from_arrays(arrays: dict[str, np.ndarray]) -> dict:
     """The parameter PyTree of :func:`energy` from :func:`hgfn_jax.models.convert.checkpoint_arrays`."""
-    config = convert.config_of(arrays)
-    differs = {k: (config.get(k), v) for k, v in _EXPECTED_CONFIG.items() if config.get(k) != v}
-    if differs:
-        raise ValueError(f"{NAME}: checkpoint config differs from the JAX implementation: {differs}")
+    convert.check_config(arrays, _EXPECTED_CONFIG, NAME)
     a = arrays
-    blocks = []
-    for b in range(N_BLOCKS):
-        tb = f"three_body_interactions.{b}"
-        conv = f"graph_layers.{b}.conv"
-        blocks.append(
-            {
-                "atom": convert.linear(a, f"{tb}.update_network_atom.layers.0"),
-                "bond": _gated(a, f"{tb}.update_network_bond", 1, bias=False),
-                "edge": _gated(a, f"{conv}.edge_update_func", 3),
-                "edge_weight": convert.linear(a, f"{conv}.edge_weight_func", bias=False),
-                "node": _gated(a, f"{conv}.node_update_func", 3),
-                "node_weight": convert.linear(a, f"{conv}.node_weight_func", bias=False),
-            }
-        )
     params = {
-        "z_to_index": a["_meta.z_to_index"].astype(np.int32),
         "data_mean": np.float32(a["_meta.target_mean"]),
         "data_std": np.float32(a["_meta.target_std"]),
         "element_refs": a["_meta.element_refs"].astype(np.float32),
-        "rbf_roots": a["_meta.rbf_roots"],
-        "rbf_inv_norm": a["_meta.rbf_inv_norm"],
-        "sbf_roots": a["_meta.sbf_roots"],
-        "sbf_inv_norm": a["_meta.sbf_inv_norm"],
-        "node_embedding": a["embedding.layer_node_embedding.weight"],
-        "edge_embedding": convert.linear(a, "embedding.layer_edge_embedding.layers.0"),
-        "blocks": blocks,
+        **shared_params(a),
         "readout": _gated(a, "final_layer.gated", 4),
     }
     return jax.tree_util.tree_map(jnp.asarray, params)

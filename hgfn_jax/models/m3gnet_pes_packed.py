@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from hgfn_jax.models.layers import dense
-from hgfn_jax.models.m3gnet import MAX_N, _gated_mlp, _spherical_bessel
+from hgfn_jax.models.m3gnet import MAX_N, _gated_mlp, _spherical_bessel, conv_gated_packed
 from hgfn_jax.models.m3gnet_pes import (
     CUTOFF,
     DEFAULT_K,
@@ -94,12 +94,7 @@ def _energies(params, index, mask, g, slot, real, pos, cell, strain, k3):
     emf = em[:, None].astype(e.dtype)
 
     def conv_gated(p, v, e):  # gated MLP of [v_src, v_dst, e], first layer split per atom
-        d = v.shape[-1]
-        first = {}
-        for name in ("layers", "gates"):
-            w, bias = p[name][0]["w"], p[name][0]["b"]
-            first[name] = (v @ w[:d])[src] + (v @ w[d : 2 * d])[dst] + e @ w[2 * d :] + bias
-        return _gated_mlp(p, None, first=first)
+        return conv_gated_packed(p, v, e, src, dst)
 
     for block in params["blocks"]:
         atom = jax.nn.sigmoid(dense(block["atom"], v)).reshape(b, n, -1)  # [B, N, 9]
@@ -116,6 +111,21 @@ def _energies(params, index, mask, g, slot, real, pos, cell, strain, k3):
     return jnp.sum(jnp.where(mask, per_atom, 0.0), axis=1) + params["data_mean"]
 
 
+def check_batch_inputs(cell, positions, species, mask, what: str):
+    """``(cell [B, 3, 3] f32, positions [B, N, 3] f32, species [B, N] i32, mask [B, N] bool)``, or one
+    ValueError naming the shapes ``what`` expects."""
+    cell = jnp.asarray(cell, jnp.float32)
+    positions = jnp.asarray(positions, jnp.float32)
+    mask = jnp.asarray(mask, bool)
+    species = jnp.asarray(species, jnp.int32)
+    if cell.ndim != 3 or positions.ndim != 3 or positions.shape[:2] != mask.shape or species.shape != mask.shape:
+        raise ValueError(
+            f"{what} expects cell [B, 3, 3], positions [B, N, 3], species and mask [B, N]; got {cell.shape}, "
+            f"{positions.shape}, {species.shape}, {mask.shape}"
+        )
+    return cell, positions, species, mask
+
+
 def efs_batch(params, cell, positions, species, mask, edge_capacity=None, k=DEFAULT_K, k3=DEFAULT_K3,
               max_images=2, overflow=None):
     """(energy [B], forces [B, N, 3], stress [B, 3, 3], graph ok [B], finite [B]), unmasked.
@@ -125,15 +135,7 @@ def efs_batch(params, cell, positions, species, mask, edge_capacity=None, k=DEFA
     holding ``B * edge_capacity`` (default ``N * EDGES_PER_SITE``). ``ok`` is False where the graph is
     incomplete (capacities ``k``, ``k3``, the pool (crystal order) or the image window exceeded), an element is
     unsupported, no atom, or ``overflow``. Building the graphs is ~1 % of the time (20 sites, batch 32, CPU)."""
-    cell = jnp.asarray(cell, jnp.float32)
-    positions = jnp.asarray(positions, jnp.float32)
-    mask = jnp.asarray(mask, bool)
-    species = jnp.asarray(species, jnp.int32)
-    if cell.ndim != 3 or positions.ndim != 3 or positions.shape[:2] != mask.shape or species.shape != mask.shape:
-        raise ValueError(
-            f"efs_batch expects cell [B, 3, 3], positions [B, N, 3], species and mask [B, N]; got {cell.shape}, "
-            f"{positions.shape}, {species.shape}, {mask.shape}"
-        )
+    cell, positions, species, mask = check_batch_inputs(cell, positions, species, mask, "efs_batch")
     b, n = mask.shape
     capacity = n * EDGES_PER_SITE if edge_capacity is None else int(edge_capacity)
     if capacity < 1:

@@ -73,10 +73,7 @@ _EXPECTED_CONFIG = {
 
 def params_from_arrays(arrays: dict[str, np.ndarray]) -> dict:
     """The parameter PyTree of :func:`energy` from :func:`hgfn_jax.models.convert.checkpoint_arrays`."""
-    config = convert.config_of(arrays)
-    differs = {k: (config.get(k), v) for k, v in _EXPECTED_CONFIG.items() if config.get(k) != v}
-    if differs:
-        raise ValueError(f"{NAME}: checkpoint config differs from the JAX implementation: {differs}")
+    convert.check_config(arrays, _EXPECTED_CONFIG, NAME)
     a = arrays
     blocks = []
     for b in range(N_BLOCKS):
