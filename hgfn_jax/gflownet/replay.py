@@ -35,7 +35,7 @@ from flax import struct
 
 from hgfn_jax.gflownet.env import Environment
 from hgfn_jax.gflownet.policy import PolicyApply
-from hgfn_jax.gflownet.rollout import Trajectory, _replay_log_probs
+from hgfn_jax.gflownet.rollout import Trajectory, replay_log_probs
 
 
 @struct.dataclass
@@ -116,7 +116,7 @@ def rescore(env: Environment, policy_apply: PolicyApply, params, items: Stored) 
     trail = jax.tree.map(swap, items.states)
     actions = jax.tree.map(swap, items.actions)
     live = swap(items.step_mask)
-    lpf, lpb = _replay_log_probs(env, policy_apply, params, (trail, items.final, actions, live))
+    lpf, lpb = replay_log_probs(env, policy_apply, params, (trail, items.final, actions, live))
     return Trajectory(final=items.final, log_pf=swap(lpf), log_pb=swap(lpb), step_mask=items.step_mask,
                       done=items.done, actions=items.actions, states=items.states)
 
@@ -126,4 +126,4 @@ def concat(parts: list[Stored]) -> Stored:
 
 
 def concat_trajectories(parts: list[Trajectory]) -> Trajectory:
-    return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *parts)
+    return concat(parts)  # the same batch-axis concatenation, on the Trajectory container

@@ -115,7 +115,7 @@ def rollout(
     (final, _), (lpf, lpb, live, actions, trail) = jax.lax.scan(body, (states, fwd), keys)
     # values from the scan, gradient from one batched re-evaluation (the trail of visited states feeds only the
     # backward pass: without differentiation it is dead code)
-    lpf, lpb = _replay_grad(functools.partial(_replay_log_probs, env, policy_apply), params,
+    lpf, lpb = _replay_grad(functools.partial(replay_log_probs, env, policy_apply), params,
                             (trail, final, actions, live), (lpf, lpb))
     visited = trail if return_states else None
     swap = lambda x: jnp.swapaxes(x, 0, 1)
@@ -130,7 +130,7 @@ def rollout(
     )
 
 
-def _replay_log_probs(env: Environment, policy_apply: PolicyApply, params, aux):
+def replay_log_probs(env: Environment, policy_apply: PolicyApply, params, aux):
     """``(log_pf, log_pb) [T, B]`` of the recorded transitions, the policy evaluated once on every visited state.
 
     ``aux = (trail [T, B, ...] states before each step, final [B, ...], actions [T, B, ...], live [T, B])``. The

@@ -348,7 +348,9 @@ def train_and_evaluate(config, task: Task, workdir: str | Path, stop_after: int 
         from hgfn_jax.gflownet.diagnostics import make_diagnostics
 
         n_diag = int(tc.get("diagnostics_samples", 1024))
-        diag_fn = task.cache.diagnostics.setdefault(n_diag, make_diagnostics(task, n_diag))
+        if n_diag not in task.cache.diagnostics:  # built once per task and sample count (jitted inside)
+            task.cache.diagnostics[n_diag] = make_diagnostics(task, n_diag)
+        diag_fn = task.cache.diagnostics[n_diag]
         diag_key = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), 20_000_003)
 
     t0 = time.perf_counter()
