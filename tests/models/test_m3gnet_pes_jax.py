@@ -249,3 +249,22 @@ def test_fire_rejects_bad_shapes_and_options(model_dir):
         from hgfn_jax.metrics.relax import make_relaxer
 
         make_relaxer("m3gnet-jax")
+
+
+def test_each_model_refuses_a_checkpoint_whose_architecture_differs(model_dir):
+    """The guard every JAX energy model runs on load (convert.check_config): a checkpoint whose model.json differs
+    from the architecture the module implements (here: another cutoff / block count) is refused with the field
+    named, instead of loading weights into the wrong computation."""
+    import json
+
+    from hgfn_jax.models import convert, m3gnet, megnet
+
+    for mod, name, field in ((m3gnet_pes, m3gnet_pes.NAME, "cutoff"), (m3gnet, m3gnet.NAME, "nblocks"),
+                             (megnet, megnet.NAME, "nblocks")):
+        arrays = dict(convert.checkpoint_arrays(name, model_dir))
+        config = convert.config_of(arrays)
+        assert field in config, (name, sorted(config))
+        mod.params_from_arrays(arrays)  # the real checkpoint loads
+        arrays["_meta.config"] = np.asarray(json.dumps({**config, field: config[field] + 1}))
+        with pytest.raises(ValueError, match=field):
+            mod.params_from_arrays(arrays)
