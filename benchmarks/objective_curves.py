@@ -1,11 +1,12 @@
 """Learning curves of the training objectives on the hypergrid, by EXACT total variation (issue 15).
 
-TB, DB, SubTB(0.9), TB + replay (prioritised, half of each batch replayed) and TB + local search (greedy, K = 2,
-2 iterations) train on the 2-D side-8 hypergrid (the setting of ``tests/gflownet/test_objectives_hypergrid.py``:
-batch 64, MLP 64x64, lr 3e-3, lr_z 0.1, epsilon 0.1; 1,500 updates) and on the 4-D side-8 one (4,096 states, same
-hyper-parameters, 2,000 updates), three seeds each, the seeds vmapped through the pure
-``make_train`` functions. Every ``--every`` updates the exact terminal distribution of each seed's P_F
-(``gflownet.diagnostics``, dynamic programming over the grid: no sampling noise) is compared with R / Z.
+TB, DB, SubTB(0.9), FL-DB, MDB (every grid point's reward as the intermediate energy / the stop reward),
+TB + replay (prioritised, half of each batch replayed) and TB + local search (greedy, K = 2, 2 iterations) train
+on the 2-D side-8 hypergrid (the setting of ``tests/gflownet/test_objectives_hypergrid.py``: batch 64, MLP
+64x64, lr 3e-3, lr_z 0.1, epsilon 0.1; 1,500 updates) and on the 4-D side-8 one (4,096 states, same
+hyper-parameters, 2,000 updates), three seeds each, the seeds vmapped through the pure ``make_train`` functions.
+Every ``--every`` updates the exact terminal distribution of each seed's P_F (``gflownet.diagnostics``, dynamic
+programming over the grid: no sampling noise) is compared with R / Z.
 Wall time counts the training chunks only (compiled ahead of time; the TV evaluations are not timed) and is the
 time of the three vmapped seeds together.
 
@@ -38,6 +39,8 @@ VARIANTS = {  # name -> train-config overrides
     "TB": dict(loss="tb"),
     "DB": dict(loss="db"),
     "SubTB(0.9)": dict(loss="subtb", subtb_lambda=0.9),
+    "FL-DB": dict(loss="fldb"),
+    "MDB": dict(loss="mdb"),
     "TB + replay": dict(loss="tb", replay=dict(capacity=1000, fraction=0.5, prioritized=True)),
     "TB + local search": dict(loss="tb", local_search=dict(enabled=True, k=2, n_iters=2, accept="greedy")),
 }
@@ -127,7 +130,8 @@ def main(settings=SETTINGS, seeds: int = 3, variants: list[str] | None = None) -
         policy = make_mlp_policy(env, hidden=(64, 64))
         log_reward = lambda s, env=env: (hypergrid_log_reward(s.pos, env.side), {})  # noqa: E731
         task = Task("hypergrid", env, policy, log_reward,
-                    enumerable=hypergrid_enumerable(env, policy.apply, log_reward))
+                    enumerable=hypergrid_enumerable(env, policy.apply, log_reward),
+                    state_log_reward=lambda s, env=env: hypergrid_log_reward(s.pos, env.side))
         print(f"hypergrid {ndim}-D side {side}, {iters} updates, {seeds} seeds")
         res = {"setting": dict(ndim=ndim, side=side, iters=iters, every=every, seeds=seeds, batch_size=64,
                                hidden=[64, 64], lr=3e-3, lr_z=0.1, epsilon=0.1, log_z=float(task.enumerable.log_z)),

@@ -34,8 +34,10 @@ def build_hypergrid(config) -> Task:
         return {"total_variation": tv}
 
     policy = make_mlp_policy(env, config.policy.hidden)
+    # every grid point has a reward (that of stopping there): FL-DB's intermediate energies, MDB's R(s)
     return Task("hypergrid", env, policy, log_reward, evaluate=evaluate, terminal_key=lambda s: s.pos,
-                enumerable=hypergrid_enumerable(env, policy.apply, log_reward))
+                enumerable=hypergrid_enumerable(env, policy.apply, log_reward),
+                state_log_reward=lambda s: hypergrid_log_reward(s.pos, env.side))
 
 
 def build_crystal_gfn(config) -> Task:

@@ -124,7 +124,15 @@ def main(argv=None):
         check_resume_config(cfg, workdir)
         from experiments.tasks import build_task
 
+        if "lr_z" in cfg.train:  # a GFlowNet run: a bad objective name fails before the task's data and models load
+            from hgfn_jax.gflownet.objectives import objective_from
+
+            objective_from(cfg.train)
         task = build_task(cfg)  # environment / reward settings are validated (and models loaded) here
+        if "lr_z" in cfg.train:  # fldb / mdb / replay / local search: what only the built task can say it supports
+            from hgfn_jax.gflownet.train import check_train_config
+
+            check_train_config(cfg, task)
     except (ValueError, KeyError, TypeError, MissingResourceError) as exc:
         _fail(_one_line(exc))
     from hgfn_jax.gflownet.train import train_and_evaluate

@@ -11,7 +11,8 @@ import ml_collections
 from hgfn_jax.gflownet.offpolicy import LOCAL_SEARCH_DEFAULTS, REPLAY_DEFAULTS
 
 PRESETS = ("default", "paper", "test")
-# The training objective of every GFlowNet experiment: --set train.loss=db | subtb (train.subtb_lambda), with the
+# The training objective of every GFlowNet experiment: --set train.loss=db | subtb (train.subtb_lambda) | fldb | mdb
+# (the last two where the task supplies a reward at every state: hgfn_jax.gflownet.objectives), with the
 # state-flow network's width and learning rate (None: the policy's lr). A run directory recorded before these
 # fields existed resumes as if it held these values (hgfn_jax.rundir.checkpoint.RESUME_DEFAULTS).
 OBJECTIVE_DEFAULTS = {"loss": "tb", "subtb_lambda": 0.9, "flow_hidden": (64, 64), "lr_flow": None}

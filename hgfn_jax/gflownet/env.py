@@ -76,6 +76,11 @@ class Environment(abc.ABC):
     def log_pb(self, bwd_out: jnp.ndarray, next_state, action, prev_state) -> jnp.ndarray:
         """``[]`` log P_B(prev_state | next_state) for the transition taken by ``action``."""
 
+    # Optional, for modified detailed balance (gflownet.objectives.mdb) only: environments where EVERY non-terminal
+    # state can stop, and where the last transition of every finished trajectory is that stop, define
+    #     log_pf_stop(fwd_out, state) -> [] log P_F(stop | state) under the untempered policy.
+    # Absent (the default): train.loss=mdb is refused by name.
+
     # Batched entry points used by the rollout: every argument has a leading batch axis (``explore`` excepted).
     # The defaults vmap the per-state methods above. An environment may override them to skip work that no state
     # of the batch needs (``lax.cond`` on a batch-level predicate); an override must return exactly what the

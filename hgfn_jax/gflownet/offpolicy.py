@@ -17,6 +17,11 @@ The objective is applied to the concatenation (``B`` trajectories, ``2 (B - n_re
 search). The log-rewards (and reward terms) of searched and replayed trajectories come from the search / the
 buffer (no second reward call); the reward TERMS the loop logs are those of the fresh and searched trajectories
 (the replayed ones were logged when they were fresh; rejected proposals are not logged).
+
+With ``train.devices > 1`` (a mesh, ``gflownet.sharding``) the fresh batch's initial states and the replayed draw
+are split over the devices like the plain batch (the searched trajectories inherit the fresh ones' split): each
+part whose size is a multiple of the device count is split, a part that is not runs replicated, with the same
+results either way.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from hgfn_jax.gflownet.env import Environment, Exploration
 from hgfn_jax.gflownet.local_search import ACCEPT_RULES, check_backward_support, local_search
 from hgfn_jax.gflownet.policy import Policy
 from hgfn_jax.gflownet.rollout import Trajectory, init_states, rollout
+from hgfn_jax.gflownet.sharding import shard_batch
 
 REPLAY_DEFAULTS = {"capacity": 0, "fraction": 0.5, "prioritized": False, "beta": 1.0}
 LOCAL_SEARCH_DEFAULTS = {"enabled": False, "k": 2, "n_iters": 1, "accept": "greedy"}
@@ -84,9 +90,9 @@ def replayed_count(tc) -> int:
     return round(float(rp["fraction"]) * int(tc.batch_size)) if int(rp["capacity"]) else 0
 
 
-def make_batch_source(tc, env: Environment, policy: Policy, v_reward, explore: Exploration):
+def make_batch_source(tc, env: Environment, policy: Policy, v_reward, explore: Exploration, mesh=None):
     """``(init_buffer, source)`` for ``config.train`` or None when replay and local search are both off.
-    ``init_buffer() -> ReplayBuffer | None``."""
+    ``init_buffer() -> ReplayBuffer | None``; ``mesh``: the data-parallel mesh of ``train.devices`` (or None)."""
     rp, ls = settings(tc, env)
     capacity = int(rp["capacity"])
     if capacity == 0 and not ls["enabled"]:
@@ -95,6 +101,9 @@ def make_batch_source(tc, env: Environment, policy: Policy, v_reward, explore: E
     n_replay = replayed_count(tc)
     n_fresh = batch - n_replay
     prioritized, beta = bool(rp["prioritized"]), float(rp["beta"])
+
+    def split(tree, n: int):  # over the mesh when n divides evenly, else replicated (same values)
+        return shard_batch(tree, mesh) if mesh is not None and n % mesh.size == 0 else tree
 
     def init_buffer():
         if not capacity:
@@ -110,7 +119,9 @@ def make_batch_source(tc, env: Environment, policy: Policy, v_reward, explore: E
 
     def source(params, key, buffer):
         k_roll, k_ls, k_rep = jax.random.split(key, 3)
-        traj = rollout(k_roll, env, policy.apply, params["policy"], n_fresh, explore, return_states=True)
+        start = split(init_states(env, n_fresh), n_fresh) if mesh is not None else None
+        traj = rollout(k_roll, env, policy.apply, params["policy"], n_fresh, explore, start=start,
+                       return_states=True)
         log_r, terms = v_reward(jax.lax.stop_gradient(traj.final))
         log_r = jax.lax.stop_gradient(log_r)
         fresh = rb.stored_from(traj, log_r)
@@ -128,7 +139,7 @@ def make_batch_source(tc, env: Environment, policy: Policy, v_reward, explore: E
         if capacity:
             buffer = rb.insert(buffer, rb.concat(new) if len(new) > 1 else fresh)
             if n_replay:
-                replayed = rb.sample(k_rep, buffer, n_replay, prioritized, beta)
+                replayed = split(rb.sample(k_rep, buffer, n_replay, prioritized, beta), n_replay)
                 trajs.append(rb.rescore(env, policy.apply, params["policy"], replayed))
                 log_rs.append(replayed.log_r)
             metrics["replay/size"] = buffer.size.astype(jnp.float32)

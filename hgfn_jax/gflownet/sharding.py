@@ -13,9 +13,9 @@ appear in ``jax.devices()``), with ``train.devices = N`` (``python -m experiment
 one CPU it changes nothing; forcing host devices (``XLA_FLAGS=--xla_force_host_platform_device_count=4``) is for
 testing the partitioning, not for speed.
 
-Not yet split: the off-policy batch (``train.replay`` / ``train.local_search``, ``gflownet.offpolicy``) and a
-sweep's runs (``vmap``); both run replicated, with the same results. The sweep instead splits its grid
-(``split_leading``).
+The off-policy batch (``train.replay`` / ``train.local_search``, ``gflownet.offpolicy``) is split the same way
+(fresh and replayed parts each, when their size divides evenly). Not split: a sweep's runs (``vmap``) run
+replicated, with the same results; the sweep instead splits its grid (``split_leading``).
 """
 
 from __future__ import annotations

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,17 +33,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import struct
 
-from hgfn_jax.gflownet.env import Environment, Exploration
-from hgfn_jax.gflownet.objectives import objective_from
-from hgfn_jax.gflownet.objectives.common import trajectory_states
-from hgfn_jax.gflownet.objectives.flow import StateFlow, log_flow_of_trajectories, make_mlp_flow
+from hgfn_jax.gflownet.env import Exploration
+from hgfn_jax.gflownet.objectives import check_task_supports, objective_from
+from hgfn_jax.gflownet.objectives.flow import make_mlp_flow, state_log_flows
 from hgfn_jax.gflownet.offpolicy import make_batch_source, replayed_count
-from hgfn_jax.gflownet.policy import Policy
+from hgfn_jax.gflownet.offpolicy import settings as offpolicy_settings
 from hgfn_jax.gflownet.rollout import Trajectory, init_states, rollout
 from hgfn_jax.gflownet.sampling import sample_batches
 from hgfn_jax.gflownet.sharding import check_divisible, data_mesh, replicate, shard_batch
+from hgfn_jax.gflownet.task import (  # noqa: F401 - re-exported: the loop's types
+    CompileCache,
+    Compiled,
+    EvalContext,
+    LogReward,
+    ReplayTrainState,
+    SampleFn,
+    Task,
+    TrainState,
+)
 from hgfn_jax.gflownet.visited import KEYS as VISITED_KEYS
 from hgfn_jax.gflownet.visited import LOG_REWARD as VISITED_LOG_REWARD
 from hgfn_jax.gflownet.visited import VisitedLog, state_words
@@ -58,89 +65,6 @@ from hgfn_jax.rundir.checkpoint import (  # noqa: F401 - re-exported: the loop's
     save_checkpoint,
 )
 from hgfn_jax.rundir.metrics_log import MetricsLog, RunHostStats
-
-# log_reward(terminal_state) -> (log_r [], terms: dict[str, []]) on ONE state; the train step vmaps it.
-LogReward = Callable[[Any], tuple[jnp.ndarray, dict[str, jnp.ndarray]]]
-# sample(params, key, n) -> Trajectory of n on-policy trajectories (jitted, n static)
-SampleFn = Callable[[Any, jax.Array, int], Trajectory]
-
-
-@dataclass(frozen=True)
-class EvalContext:
-    """What the loop hands the task's evaluation after training."""
-
-    samples: Any  # terminal states of the trained sampler, PyTree of numpy arrays [n, ...]
-    log_r: np.ndarray  # [n] their log-rewards
-    terms: dict[str, np.ndarray]  # [n] each: the reward's terms
-    workdir: Path  # the run directory (write records, CIFs, plots here)
-    state: TrainState  # the trained state (params["policy"], params["log_z"])
-    sample_fn: SampleFn  # the jitted sampler (e.g. for an untrained reference with fresh parameters)
-    config: Any  # the run's config (ml_collections.ConfigDict)
-
-
-class Compiled(NamedTuple):
-    """A task's jitted functions for one compiled-relevant training config."""
-
-    init: Callable  # init(rng) -> TrainState (not jitted: jits the policy init inside); replicated on the mesh
-    run_chunk: Callable  # jit(run_chunk, static n): (ts, n) -> (ts, metrics [n])
-    sample: SampleFn  # jit(sample, static n)
-    log_reward: Callable  # jit(vmap(task.log_reward)): states [B] -> (log_r [B], terms)
-
-
-@dataclass
-class CompileCache:
-    """The jitted functions of a task, per compiled-relevant training config (:func:`compiled`)."""
-
-    entries: dict[str, Compiled] = field(default_factory=dict)
-    diagnostics: dict[int, Callable] = field(default_factory=dict)  # trajectories per estimate -> jitted diagnostics
-
-
-@dataclass(frozen=True)
-class Task:
-    """Everything an experiment plugs into the shared loop."""
-
-    name: str
-    env: Environment
-    policy: Policy
-    log_reward: LogReward
-    # Host-side evaluation of the trained sampler: evaluate(EvalContext) -> summary dict (merged into summary.json).
-    evaluate: Callable[[EvalContext], dict] | None = None
-    # Host-side COUNTERS to log (e.g. energy-model failures from the host-callback bridge): additive counts that
-    # only grow; the loop logs them per run (minus their value at the call's start, plus the restored step's row
-    # on a resume), so they must not be rates or other non-additive values.
-    host_stats: Callable[[], dict] | None = None
-    # Task-specific handles for callers and tests (e.g. the energy bridge); the loop never reads them.
-    extras: dict = field(default_factory=dict)
-    # The state-flow head log F(s) of the DB-family objectives (train.loss = db | subtb); None: an MLP over
-    # env.encode with train.flow_hidden (gflownet.objectives.flow). Unused by TB.
-    flow: StateFlow | None = None
-    # terminal_key(ONE terminal state) -> PyTree of arrays identifying it, for RUN_DIR/visited.jsonl
-    # (train.record_visited; gflownet.visited): the fields that make two terminal states the same object. None: the
-    # whole state. Bit-cast to uint32 words in the jitted update, keyed on the host per chunk.
-    terminal_key: Callable[[Any], Any] | None = None
-    # Environments whose terminal states can be listed: a gflownet.diagnostics.EnumerableTarget (the exact terminal
-    # distribution of P_F and R / Z). Only the diagnostics read it (train.diagnostics_every: exact TV, EUBO).
-    enumerable: Any = None
-    # The loop's jit cache, owned by this task object (not copied by dataclasses.replace: a task with another
-    # reward compiles its own functions).
-    cache: CompileCache = field(default_factory=CompileCache, init=False, repr=False, compare=False)
-
-
-@struct.dataclass
-class TrainState:
-    params: Any  # {"policy": policy params, "log_z": [] float32} (+ "flow": state-flow params for db / subtb)
-    opt_state: Any  # optax state (holds the injected learning rates)
-    key: jax.Array  # [2] uint32 PRNG key
-    step: jnp.ndarray  # [] int32: completed iterations
-
-
-@struct.dataclass
-class ReplayTrainState(TrainState):
-    """The state of a run with a replay buffer (``train.replay.capacity > 0``): the buffer is part of the state, so
-    the run directory's checkpoints hold it and a resume continues with it. A separate class (not an optional field
-    of :class:`TrainState`) so that every other run's checkpoint keeps its former structure and stays restorable."""
-
-    replay: Any  # gflownet.replay.ReplayBuffer
 
 
 def make_optimizer(lr: float | jnp.ndarray, lr_z: float | jnp.ndarray, grad_clip: float = 0.0,
@@ -173,9 +97,18 @@ class TrainFns(NamedTuple):
     sample: Callable  # sample(params, key, n, explore=None) -> Trajectory; n static
 
 
+def check_train_config(config, task: Task) -> None:
+    """ValueError, one line naming the field, for a ``config.train`` this task cannot train with: the objective
+    (name, lambda, what fldb / mdb need from the task) and the replay / local-search settings. Cheap: no tracing."""
+    tc = config.train
+    check_task_supports(objective_from(tc), task.env, task.state_log_reward)
+    offpolicy_settings(tc, task.env)
+
+
 def make_train(config, task: Task, record_visited: bool | None = None) -> TrainFns:
     """Pure functions of the run. ``config.train`` holds batch_size, lr, lr_z, num_iterations, epsilon, ...,
-    ``loss`` (``tb`` | ``db`` | ``subtb``, default ``tb``; ``gflownet.objectives``), ``subtb_lambda`` (0.9),
+    ``loss`` (``tb`` | ``db`` | ``subtb`` | ``fldb`` | ``mdb``, default ``tb``; ``gflownet.objectives``),
+    ``subtb_lambda`` (0.9),
     and for the state-flow objectives ``lr_flow`` (default ``lr``) and ``flow_hidden`` (default (64, 64)).
     ``record_visited`` (default ``train.record_visited``, False when absent): the update's metrics also carry the
     batch's terminal-state keys and log-rewards (``gflownet.visited``; [B, ...] per iteration, not scalars).
@@ -185,6 +118,7 @@ def make_train(config, task: Task, record_visited: bool | None = None) -> TrainF
     tc = config.train
     objective = objective_from(tc)  # a bad loss name / lambda fails here, before anything is traced
     env, policy = task.env, task.policy
+    check_task_supports(objective, env, task.state_log_reward)
     batch = int(tc.batch_size)
     # train.devices > 1: the batch is split over a device mesh, parameters replicated (gflownet.sharding)
     mesh = data_mesh(tc.get("devices", 1))
@@ -198,7 +132,7 @@ def make_train(config, task: Task, record_visited: bool | None = None) -> TrainF
     if objective.needs_flow:
         flow = task.flow if task.flow is not None else make_mlp_flow(env, tuple(tc.get("flow_hidden", (64, 64))))
     # replay buffer / local search (gflownet.offpolicy): None when both are off, the plain on-policy batch
-    offpolicy = make_batch_source(tc, env, policy, v_reward, explore)
+    offpolicy = make_batch_source(tc, env, policy, v_reward, explore, mesh)
 
     def _lr_flow(lr):
         # the flow network follows the policy's (possibly swept) learning rate unless train.lr_flow is set
@@ -230,15 +164,13 @@ def make_train(config, task: Task, record_visited: bool | None = None) -> TrainF
         if offpolicy is None:
             start = None if mesh is None else shard_batch(init_states(env, batch), mesh)
             traj: Trajectory = rollout(key, env, policy.apply, params["policy"], batch, explore, start=start,
-                                       return_states=objective.needs_flow)
+                                       return_states=objective.needs_states)
             log_r, terms = v_reward(jax.lax.stop_gradient(traj.final))
             log_r = jax.lax.stop_gradient(log_r)
         else:
             traj, log_r, terms, buffer, extra = offpolicy[1](params, key, buffer)
             n_visited = log_r.shape[0] - replayed_count(tc)  # fresh and searched come first, replayed last
-        log_flow = None
-        if flow is not None:
-            log_flow = log_flow_of_trajectories(flow, params["flow"], trajectory_states(traj))
+        log_flow = state_log_flows(objective, traj, params, flow, env, policy.apply, task.state_log_reward)
         loss = objective.loss(params["log_z"], traj, log_r, log_flow)
         metrics = {
             "loss": loss,
@@ -318,7 +250,7 @@ def train_and_evaluate(config, task: Task, workdir: str | Path, stop_after: int 
 
     workdir = Path(workdir)
     tc = config.train
-    objective_from(tc)  # a bad objective config fails before the run directory is touched
+    check_train_config(config, task)  # before the run directory is touched
     chunk = int(tc.get("steps_per_call", 10))
     ckpt_every = int(tc.get("checkpoint_every", 100))
     if chunk < 1 or ckpt_every < 1 or ckpt_every % chunk:

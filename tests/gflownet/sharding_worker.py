@@ -68,7 +68,10 @@ def check(exp: str, overrides: list[str]) -> dict:
 
 
 if __name__ == "__main__":
-    cases = {"hypergrid": [], "hypergrid_db": ["train.loss=db"], "crystal_gfn_fe": []}
+    cases = {"hypergrid": [], "hypergrid_db": ["train.loss=db"], "crystal_gfn_fe": [],
+             # replay + local search: fresh (32) and replayed (32) parts each split over the 4 devices
+             "hypergrid_offpolicy": ["train.loss=mdb", "train.replay.capacity=256", "train.replay.fraction=0.5",
+                                     "train.local_search.enabled=True"]}
     out = {}
     for name in sys.argv[1:]:
         exp = "hypergrid" if name.startswith("hypergrid") else name

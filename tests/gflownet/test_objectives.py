@@ -1,6 +1,8 @@
 """The DB-family objectives against independent references: exact zero at hand-built balanced flows on a tiny
 enumerable DAG (and the closed-form value when one flow is perturbed), an explicit numpy double loop on a random
-padded trajectory batch, exact masking of padding, and clear errors for bad objective configs."""
+padded trajectory batch, exact masking of padding, and clear errors for bad objective configs. FL-DB and MDB:
+zero at the same hand-built flows (FL-DB under arbitrary intermediate energies, MDB with its flows R(s) / P_F(stop
+| s) read from the exact P_F) and MDB's closed form when one stop probability is perturbed."""
 
 from __future__ import annotations
 
@@ -14,8 +16,15 @@ import pytest
 
 from hgfn_jax.envs.toy.hypergrid import HyperGrid
 from hgfn_jax.gflownet.env import ON_POLICY
-from hgfn_jax.gflownet.objectives import detailed_balance, subtrajectory_balance, trajectory_balance
+from hgfn_jax.gflownet.objectives import (
+    detailed_balance,
+    modified_detailed_balance,
+    subtrajectory_balance,
+    trajectory_balance,
+)
 from hgfn_jax.gflownet.objectives.common import trajectory_states
+from hgfn_jax.gflownet.objectives.fldb import forward_looking_log_flow
+from hgfn_jax.gflownet.objectives.mdb import stop_log_flow
 from hgfn_jax.gflownet.rollout import Trajectory, rollout
 from hgfn_jax.gflownet.train import Task, make_train, train_and_evaluate
 from hgfn_jax.policies.mlp import make_mlp_policy
@@ -46,7 +55,7 @@ def _exact_flows(reward):
     return np.log(flow), pf
 
 
-def _balanced_setup(seed=0, batch=512):
+def _balanced_setup(seed=0, batch=512, full=False):
     env = HyperGrid(ndim=2, side=SIDE)
     reward = np.exp(np.random.default_rng(seed).normal(0.0, 1.0, (SIDE, SIDE)))
     log_f, log_pf = _exact_flows(reward)
@@ -67,6 +76,8 @@ def _balanced_setup(seed=0, batch=512):
     states = trajectory_states(traj)
     log_flow = flow_apply(states)
     log_r = jnp.asarray(np.log(reward), jnp.float32)[traj.final.pos[:, 0], traj.final.pos[:, 1]]
+    if full:
+        return traj, states, log_flow, log_r, float(log_f[0, 0]), reward, log_pf
     return traj, states, log_flow, log_r, float(log_f[0, 0])
 
 
@@ -101,6 +112,41 @@ def test_losses_vanish_at_balanced_flows_and_take_the_closed_form_when_perturbed
     sub = float(subtrajectory_balance(log_z, traj, log_r, bad_flow, lam))
     assert sub > 1e-3
     assert float(trajectory_balance(log_z, traj, log_r)) < 1e-9  # TB never sees interior flows
+
+
+def test_fldb_and_mdb_vanish_at_balanced_flows_and_mdb_takes_its_closed_form():
+    traj, states, log_flow, log_r, log_z, reward, log_pf = _balanced_setup(full=True)
+    pos = np.asarray(states.pos)
+    # FL-DB: any intermediate energies, with the learned part log F~ = log F + E(s) of the exact flows, balance
+    energy = np.random.default_rng(5).normal(0.0, 2.0, (SIDE, SIDE))
+    state_log_r = jnp.asarray(-energy[pos[..., 0], pos[..., 1]], jnp.float32)
+    tilde = log_flow - state_log_r
+    assert float(detailed_balance(log_z, traj, log_r, forward_looking_log_flow(tilde, state_log_r))) < 1e-9
+    # ... and a flow head that ignores the energies (the plain DB optimum) does not
+    assert float(detailed_balance(log_z, traj, log_r, forward_looking_log_flow(log_flow, state_log_r))) > 0.1
+
+    # MDB: F(s) = R(s) / P_F(stop | s) is the exact flow, so every non-stopping transition balances
+    log_reward_at = jnp.asarray(np.log(reward)[pos[..., 0], pos[..., 1]], jnp.float32)
+    stop = jnp.asarray(log_pf[pos[..., 0], pos[..., 1], 2], jnp.float32)
+    assert float(modified_detailed_balance(log_z, traj, log_r, stop_log_flow(log_reward_at, stop))) < 1e-9
+    # log Z is only regressed onto the implied source flow: off by c, the loss is c^2
+    c = 0.3
+    assert float(modified_detailed_balance(log_z + c, traj, log_r, stop_log_flow(log_reward_at, stop))) == \
+        pytest.approx(c**2, rel=1e-4)
+    # wrong stop probability at the interior point (1, 1): +-delta on its in-move and its out-move, none on a STOP
+    delta = 0.5
+    at = (pos[..., 0] == 1) & (pos[..., 1] == 1) & ~np.asarray(states.done)
+    final = np.asarray(traj.final.pos)
+    stopped_there = int(np.sum((final[:, 0] == 1) & (final[:, 1] == 1)))
+    n_moves = int(final.sum())  # one +1 move per unit of the final coordinate sum
+    assert stopped_there > 0 and int(at.sum()) > stopped_there
+    bad = stop_log_flow(log_reward_at, stop - delta * jnp.asarray(at, jnp.float32))
+    assert float(modified_detailed_balance(log_z, traj, log_r, bad)) == pytest.approx(
+        delta**2 * (2 * int(at.sum()) - stopped_there) / n_moves, rel=1e-4)
+    # the source's stop probability is trained (DB's pinning of log F(s0) to log Z would leave it in no residual)
+    g = jax.grad(lambda s: modified_detailed_balance(log_z, traj, log_r, stop_log_flow(log_reward_at, s)))(
+        stop + 0.1 * jnp.asarray((pos[..., 0] == 0) & (pos[..., 1] == 0), jnp.float32))
+    assert float(jnp.abs(g[:, 0]).sum()) > 0
 
 
 def _random_batch(seed=0, n_b=7, n_t=6):
@@ -174,8 +220,8 @@ def _hypergrid_task():
 
 @pytest.mark.parametrize("bad, match", [
     (dict(loss="fancy"), "unknown train.loss"),
-    (dict(loss="mdb"), "not implemented"),
-    (dict(loss="fldb"), "not implemented"),
+    (dict(loss="mdb"), "Task.state_log_reward"),
+    (dict(loss="fldb"), "intermediate energies"),
     (dict(loss="subtb", subtb_lambda=0.0), "subtb_lambda"),
     (dict(loss="subtb", subtb_lambda=-1.0), "subtb_lambda"),
     (dict(loss="subtb", subtb_lambda=float("nan")), "subtb_lambda"),
@@ -191,6 +237,23 @@ def test_bad_objective_config_is_refused_before_any_work(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
         train_and_evaluate(cfg, _hypergrid_task(), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_mdb_is_refused_on_an_environment_where_not_every_state_can_stop(tmp_path):
+    from hgfn_jax.envs.crystal_gfn import CrystalGFN
+
+    env = CrystalGFN(elements=("Li", "Mn", "O"), spacegroups=(221, 225), max_per_element=3, max_distinct=3)
+    task = Task("toy", env, make_mlp_policy(env, hidden=(8,)), lambda s: (jnp.float32(0.0), {}),
+                state_log_reward=lambda s: jnp.float32(0.0))
+    cfg = ml_collections.ConfigDict()
+    cfg.seed = 0
+    cfg.train = ml_collections.ConfigDict(dict(batch_size=4, lr=1e-3, lr_z=0.1, num_iterations=2, epsilon=0.0,
+                                               loss="mdb"))
+    with pytest.raises(ValueError, match="every state can stop.*CrystalGFN"):
+        train_and_evaluate(cfg, task, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    cfg.train.loss = "fldb"  # FL-DB only needs the intermediate log-rewards
+    make_train(cfg, task)
 
 
 def test_state_flow_parameters_train_only_under_db_family():

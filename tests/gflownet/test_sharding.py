@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_sharded_training_equals_unsharded_on_four_devices():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
                PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("sharding_worker.py")), "hypergrid",
-                           "hypergrid_db"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    worker = str(Path(__file__).with_name("sharding_worker.py"))
+    proc = subprocess.run([sys.executable, worker, "hypergrid", "hypergrid_db", "hypergrid_offpolicy"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     for name, r in json.loads(line[len("RESULT "):]).items():

@@ -78,6 +78,16 @@ def test_command_line_config_errors_are_one_line(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "run" / "metrics.csv").exists()
 
 
+def test_command_line_objective_and_offpolicy_errors_are_one_line(tmp_path, capsys):
+    run = ["--exp", "hypergrid", "--preset", "test", "--workdir", str(tmp_path / "run")]
+    assert "unknown train.loss='fancy'" in _cli(capsys, *run, "--set", "train.loss=fancy")
+    assert "train.replay.capacity=8 is smaller" in _cli(capsys, *run, "--set", "train.replay.capacity=8")
+    cg = ["--exp", "crystal_gfn_fe", "--preset", "test", "--workdir", str(tmp_path / "run")]
+    assert "Task.state_log_reward" in _cli(capsys, *cg, "--set", "train.loss=fldb")
+    assert "sample_backward" in _cli(capsys, *cg, "--set", "train.local_search.enabled=True")
+    assert not (tmp_path / "run").exists()
+
+
 def test_cif_with_an_impossible_cell_names_the_field():
     cif = """data_bad
 _cell_length_a {a}

@@ -52,6 +52,10 @@ class HyperGrid(Environment):
     def log_pf(self, fwd_out, state, action):
         return masked_log_softmax(fwd_out, self.forward_mask(state))[action]
 
+    def log_pf_stop(self, fwd_out, state):
+        """log P_F(STOP | state): every point can stop (modified DB, ``gflownet.objectives.mdb``)."""
+        return masked_log_softmax(fwd_out, self.forward_mask(state))[self.ndim]
+
     def step(self, state: GridState, action) -> GridState:
         stop = action == self.ndim
         inc = jax.nn.one_hot(action, self.ndim, dtype=jnp.int32) * (~stop)

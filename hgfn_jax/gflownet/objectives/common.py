@@ -39,17 +39,18 @@ def trajectory_states(traj: Trajectory):
 
 
 def balance_potentials(log_z: jnp.ndarray, traj: Trajectory, log_reward: jnp.ndarray,
-                       log_flow: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+                       log_flow: jnp.ndarray, pin_source: bool = True) -> tuple[jnp.ndarray, jnp.ndarray]:
     """``(u [B, T + 1], valid [B, T + 1] bool)``: the potentials above and which positions ``k <= n`` exist.
 
     ``log_flow [B, T + 1]`` is the flow network's log F at :func:`trajectory_states`; its values at position 0
-    and at a terminal position are replaced by ``log_z`` and ``log_reward [B]``."""
+    and at a terminal position are replaced by ``log_z`` and ``log_reward [B]`` (position 0 kept when
+    ``pin_source`` is False: modified DB defines F(s_0) through the reward, ``objectives.mdb``)."""
     n_b, n_t = traj.log_pf.shape
     if log_flow.shape != (n_b, n_t + 1):
         raise ValueError(f"log_flow must be [B, T + 1] = {(n_b, n_t + 1)}, got {log_flow.shape}")
     pos = jnp.arange(n_t + 1)[None, :]
     n = traj.length[:, None]
-    log_f = jnp.where(pos == 0, log_z, log_flow)
+    log_f = jnp.where(pos == 0, log_z, log_flow) if pin_source else log_flow
     log_f = jnp.where((pos == n) & traj.done[:, None], log_reward[:, None], log_f)
     zero = jnp.zeros((n_b, 1), log_flow.dtype)
     cum = jnp.concatenate([zero, jnp.cumsum(traj.log_pf - traj.log_pb, axis=1)], axis=1)  # masked steps add 0
