@@ -33,10 +33,10 @@ def _load() -> str:
         return "unknown"
 
 
-def _bench(cfg, task_name: str, n_updates: int, rounds: int, objectives=OBJECTIVES) -> list[dict]:
-    """Compiles the three objectives' chunks first (timed apart), then times them round-robin ``rounds`` times and
-    keeps the median per objective: on a machine shared with other jobs, load drifts over minutes, and timing one
-    objective after the other would turn that drift into a difference between objectives."""
+def compile_objectives(cfg, n_updates: int, objectives=OBJECTIVES) -> tuple[dict, dict, dict]:
+    """One jitted chunk of ``n_updates`` updates per objective, from a fixed initial state (every call restarts from
+    it), each compiled by a first call that is timed apart. Returns (fns, states, compile_s), keyed by objective;
+    ``fns[loss](states[loss])`` runs one chunk (also used by ``bench_gfnx_reference``)."""
     task = build_task(cfg)
     fns, states, compile_s = {}, {}, {}
     for loss in objectives:
@@ -48,6 +48,22 @@ def _bench(cfg, task_name: str, n_updates: int, rounds: int, objectives=OBJECTIV
         t0 = time.perf_counter()
         jax.block_until_ready(fns[loss](states[loss]))  # first call: tracing + compilation (+ one chunk)
         compile_s[loss] = time.perf_counter() - t0
+    return fns, states, compile_s
+
+
+def hypergrid_8x8x8x8_config():
+    """The hypergrid default preset (batch 64, MLP 64x64, uniform P_B) on 8x8x8x8: 4096 terminal states,
+    trajectories of up to 29 steps."""
+    cfg = get_config("hypergrid", "default")
+    cfg.env.ndim, cfg.env.side = 4, 8
+    return cfg
+
+
+def _bench(cfg, task_name: str, n_updates: int, rounds: int, objectives=OBJECTIVES) -> list[dict]:
+    """Compiles the objectives' chunks first (timed apart), then times them round-robin ``rounds`` times and
+    keeps the median per objective: on a machine shared with other jobs, load drifts over minutes, and timing one
+    objective after the other would turn that drift into a difference between objectives."""
+    fns, states, compile_s = compile_objectives(cfg, n_updates, objectives)
     load = _load()
     times = {loss: [] for loss in objectives}
     for _ in range(rounds):
@@ -68,9 +84,7 @@ def _bench(cfg, task_name: str, n_updates: int, rounds: int, objectives=OBJECTIV
 
 def main(quick: bool = False) -> list[dict]:
     records = []
-    cfg = get_config("hypergrid", "default")
-    cfg.env.ndim, cfg.env.side = 4, 8  # 8x8x8x8: 4096 terminal states, trajectories of up to 29 steps
-    records += _bench(cfg, "hypergrid_8x8x8x8", 20 if quick else 200, 2 if quick else 5)
+    records += _bench(hypergrid_8x8x8x8_config(), "hypergrid_8x8x8x8", 20 if quick else 200, 2 if quick else 5)
     cfg = get_config("crystal_gfn_density", "paper")  # density: exact reward, no proxy training needed
     records += _bench(cfg, "crystal_gfn_paper", 20 if quick else 100, 2 if quick else 5, ("tb", "db", "subtb"))
     write_results("objectives", records)
