@@ -35,17 +35,23 @@ def _reference_reward(pos, side, r0=1e-2, r1=0.5, r2=2.0):
     return r0 + r1 * band1 + r2 * band2
 
 
-@pytest.mark.parametrize("loss", ["db", "subtb"])
-def test_objective_matches_enumerated_hypergrid_target(loss):
-    env = HyperGrid(ndim=2, side=8)
+def _train(task, loss):
+    """The tests' setting: batch 64, lr 3e-3, lr_z 0.1, epsilon 0.1, 1,500 updates, seed 0."""
     cfg = ml_collections.ConfigDict()
     cfg.seed = 0
     cfg.train = ml_collections.ConfigDict(dict(batch_size=64, lr=3e-3, lr_z=0.1, num_iterations=1500, epsilon=0.1,
                                                temperature=1.0, loss=loss, subtb_lambda=0.9))
-    task = Task("hypergrid", env, make_mlp_policy(env, hidden=(64, 64)),
-                lambda s: (hypergrid_log_reward(s.pos, env.side), {}))
     _, _, _, train, sample = make_train(cfg, task)
     ts, metrics = jax.jit(train)(jax.random.PRNGKey(0))
+    return ts, metrics, sample
+
+
+@pytest.mark.parametrize("loss", ["db", "subtb"])
+def test_objective_matches_enumerated_hypergrid_target(loss):
+    env = HyperGrid(ndim=2, side=8)
+    task = Task("hypergrid", env, make_mlp_policy(env, hidden=(64, 64)),
+                lambda s: (hypergrid_log_reward(s.pos, env.side), {}))
+    ts, metrics, sample = _train(task, loss)
     assert "flow" in ts.params and float(metrics["nonfinite_skipped"].sum()) == 0
 
     pos = env.all_terminal_positions()
@@ -63,16 +69,11 @@ def test_objective_matches_enumerated_hypergrid_target(loss):
 @pytest.mark.parametrize("loss", ["fldb", "mdb"])
 def test_intermediate_reward_objective_matches_the_exact_hypergrid_target(loss):
     env = HyperGrid(ndim=2, side=8)
-    cfg = ml_collections.ConfigDict()
-    cfg.seed = 0
-    cfg.train = ml_collections.ConfigDict(dict(batch_size=64, lr=3e-3, lr_z=0.1, num_iterations=1500, epsilon=0.1,
-                                               temperature=1.0, loss=loss))
     # every grid point's reward is that of stopping there: FL-DB's intermediate energies, MDB's R(s)
     task = Task("hypergrid", env, make_mlp_policy(env, hidden=(64, 64)),
                 lambda s: (hypergrid_log_reward(s.pos, env.side), {}),
                 state_log_reward=lambda s: hypergrid_log_reward(s.pos, env.side))
-    _, _, _, train, _ = make_train(cfg, task)
-    ts, metrics = jax.jit(train)(jax.random.PRNGKey(0))
+    ts, metrics, _ = _train(task, loss)
     assert ("flow" in ts.params) == (loss == "fldb") and float(metrics["nonfinite_skipped"].sum()) == 0
 
     reward = np.array([float(_reference_reward(p, env.side)) for p in env.all_terminal_positions()])
