@@ -41,7 +41,8 @@ needs ``log_pb``). Local search needs two more pure methods of one unbatched sta
   distribution ``log_pb(bwd_out, state, action, prev_state)`` scores) and the forward action that leads from
   it to ``state`` (``step(prev_state, action) == state``). Only called where ``is_initial`` is False.
 
-:func:`check_backward_support` raises naming the environment when they are missing (the hypergrid has them).
+:func:`check_backward_support` raises naming the environment when they are missing (the hypergrid, the hierarchical
+and the flat crystal environments have them: ``envs.hierarchical.backward``; Crystal-GFN does not).
 """
 
 from __future__ import annotations

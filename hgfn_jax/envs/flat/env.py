@@ -22,6 +22,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from hgfn_jax.envs.hierarchical.backward import FlatBackward
 from hgfn_jax.envs.hierarchical.env import HierarchicalConfig, _CrystalTransitions
 from hgfn_jax.envs.hierarchical.types import HierarchicalAction, HierarchicalState
 from hgfn_jax.gflownet.env import (
@@ -33,7 +34,7 @@ from hgfn_jax.gflownet.env import (
 )
 
 
-class FlatEnv(_CrystalTransitions, Environment):
+class FlatEnv(FlatBackward, _CrystalTransitions, Environment):
     """Flat baseline: group + lattice + atom in one transition (same layout as the hierarchical env)."""
 
     def __init__(self, config: HierarchicalConfig = HierarchicalConfig()):

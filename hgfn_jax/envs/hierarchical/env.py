@@ -34,7 +34,8 @@ Forward and backward log-probabilities are those of the transitions actually tak
   uniformly over the allowed groups (or from a learned categorical, ``learn_backward_group``) and its lattice
   uniformly on that group's free cube (log density 0 on the normalised measure). When the removed atom is the
   first one the parent is the fixed s0 lattice under group 1: P_B = 1.
-Any normalised P_B keeps trajectory balance exact for the marginal over terminal objects.
+Any normalised P_B keeps trajectory balance exact for the marginal over terminal objects. Sampling from this P_B
+(local search's backward steps) is in ``backward.py``.
 
 Composition mask (no dead ends): element e is allowed for the t-th atom iff, with the atoms so far plus e, the
 number of distinct elements is <= ``max_distinct_elements``, the number of distinct REQUIRED elements is <=
@@ -64,6 +65,7 @@ from hgfn_jax.crystal.elements import atomic_numbers
 from hgfn_jax.crystal.orbit import DEFAULT_TOL, expand_orbits_full
 from hgfn_jax.crystal.types import Crystal
 from hgfn_jax.envs.hierarchical import parameters as hp
+from hgfn_jax.envs.hierarchical.backward import HierarchicalBackward
 from hgfn_jax.envs.hierarchical.types import HierarchicalAction, HierarchicalState
 from hgfn_jax.gflownet import distributions as gd
 from hgfn_jax.gflownet.env import (
@@ -343,7 +345,7 @@ class _CrystalTransitions:
         return out
 
 
-class HierarchicalEnv(_CrystalTransitions, Environment):
+class HierarchicalEnv(HierarchicalBackward, _CrystalTransitions, Environment):
     """CHGFlowNet / SHAFT: ``2 T`` transitions alternating space group (a) and atom-lattice (b)."""
 
     def __init__(self, config: HierarchicalConfig = HierarchicalConfig()):
