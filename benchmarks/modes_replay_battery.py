@@ -9,7 +9,12 @@ updates, so no end-of-run sampling or evaluation suite runs) once per seed and v
 - ``uniform``: half of each update's batch replayed uniformly from a buffer (``train.replay``, capacity
   ``--capacity``), the batch doubled so that every update still draws ``--batch`` FRESH trajectories (the same
   number of reward calls per update as ``off``; replayed trajectories carry their stored log-reward, no new call);
-- ``prioritized``: the same, drawn in proportion to reward (``prioritized=True``, ``beta=1``).
+- ``prioritized``: the same, drawn in proportion to reward (``prioritized=True``, ``beta=1``);
+- ``ls``: local search (LS-GFN, greedy, K = 2: the last placement and the group choice before it are destroyed
+  with P_B and rebuilt with P_F, ``envs/hierarchical/backward.py``), one search per fresh trajectory, with HALF the
+  fresh batch so that an update again makes ``--batch`` reward calls (fresh + proposals). ``visited.jsonl``
+  records the fresh and the KEPT searched states; a rejected proposal was evaluated but is not recorded (the kept
+  state, its start, is recorded again), so local search's distinct modes are a slight undercount.
 
 Every run records the terminal states it visits (``train.record_visited`` -> ``RUN_DIR/visited.jsonl``: fresh
 states only, replayed ones are not re-counted), and :mod:`hgfn_jax.metrics.modes` counts the distinct states with
@@ -17,8 +22,6 @@ log-reward >= each of ``--thresholds`` by the number of states visited: 0 (R >= 
 ``--mode-threshold`` default, but ~80 % of the states the default-preset policy visits reach it, so 0.25 and 0.5
 (about the top 15 % and the top 1 % of the no-replay seed-0 run's visits; the reward is capped at log 10 = 2.3)
 are reported too.
-Local search is not run: it needs backward steps (``is_initial`` / ``sample_backward``), which the hierarchical
-battery environment does not define; the loop's refusal is recorded.
 
 Writes ``benchmarks/results/modes_replay_battery.json`` and ``docs/modes_replay_battery.png``.
 
@@ -49,7 +52,9 @@ VARIANTS = {  # name -> (replay overrides, fraction of the batch replayed)
     "off": {},
     "uniform": {"fraction": 0.5, "prioritized": False},
     "prioritized": {"fraction": 0.5, "prioritized": True, "beta": 1.0},
+    "ls": {},
 }
+LOCAL_SEARCH = {"ls": {"enabled": True, "k": 2, "n_iters": 1, "accept": "greedy"}}
 
 
 def overrides(variant: str, batch: int, iters: int, capacity: int, chunk: int) -> list[str]:
@@ -57,6 +62,8 @@ def overrides(variant: str, batch: int, iters: int, capacity: int, chunk: int) -
     rp = VARIANTS[variant]
     frac = float(rp.get("fraction", 0.0))
     total = int(round(batch / (1.0 - frac)))
+    if variant in LOCAL_SEARCH:  # fresh + one proposal each: half the fresh batch, the same reward calls
+        total = batch // 2
     # num_iterations beyond --iters: train_and_evaluate(stop_after=iters) then returns before the sampling /
     # evaluation and before any checkpoint (checkpoint_every = num_iterations; host-only fields, no recompile)
     n_total = chunk * (iters // chunk + 1)
@@ -64,6 +71,7 @@ def overrides(variant: str, batch: int, iters: int, capacity: int, chunk: int) -
              f"train.checkpoint_every={n_total}", "train.record_visited=True"]
     if rp:
         items += [f"train.replay.capacity={capacity}"] + [f"train.replay.{k}={v}" for k, v in rp.items()]
+    items += [f"train.local_search.{k}={v}" for k, v in LOCAL_SEARCH.get(variant, {}).items()]
     return items
 
 
@@ -153,7 +161,8 @@ def plot(summary: dict, meta: dict, path: Path) -> None:
             m = np.concatenate([[0], s["curve_by_threshold"][f"{t:g}"]["mean"]])
             sd = np.concatenate([[0], s["curve_by_threshold"][f"{t:g}"]["std"]])
             label = {"off": "no replay", "uniform": "uniform replay (1/2 of batch)",
-                     "prioritized": "prioritised replay (1/2 of batch)"}[name]
+                     "prioritized": "prioritised replay (1/2 of batch)",
+                     "ls": "local search (greedy, K = 2)"}[name]
             ax.plot(x, m, label=f"{label}, {len(s['seed_list'])} seeds")
             ax.fill_between(x, m - sd, m + sd, alpha=0.2)
         ax.set_xlabel("terminal states visited (fresh = reward evaluations)")
