@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_batching import custom_vmap
 
+from hgfn_jax.crystal.geometry import crowded
 from hgfn_jax.crystal.geometry import min_distance as crystal_min_distance
 from hgfn_jax.crystal.lattice import is_degenerate, volume_per_atom
 from hgfn_jax.crystal.types import Crystal
@@ -109,6 +110,12 @@ def make_jax_property_fn(
         screened &= jnp.max(safe.lattice[:3]) <= max_length
         return safe, screened
 
+    def batch_screen(crystal: Crystal) -> tuple[Crystal, jnp.ndarray]:
+        """:func:`screen`, and the model's own capacity refusal where a few sites prove it (cheap, exact): such
+        a crystal is refused as the per-crystal model refuses it and takes no bucket slot."""
+        safe, screened = screen(crystal)
+        return safe, screened & ~crowded(safe, k, module.CUTOFF)
+
     def distance_ok(crystal: Crystal) -> jnp.ndarray:
         return crystal_min_distance(crystal) >= min_distance if min_distance > 0 else jnp.asarray(True)
 
@@ -135,7 +142,7 @@ def make_jax_property_fn(
     def batch(crystals: Crystal):
         """The property of a batch [B] through the site buckets and the packed model (same numbers as
         ``vmap(per_crystal)`` where a crystal fits its bucket; refused, never truncated, where it does not)."""
-        safe, screened = jax.vmap(screen)(crystals)
+        safe, screened = jax.vmap(batch_screen)(crystals)
         (e, model_ok), fits = site_buckets.evaluate(packed, safe, screened, buckets)
         return finish(e, screened & fits & model_ok, screened & ~fits)
 

@@ -33,7 +33,9 @@ from hgfn_jax.crystal.types import Crystal
 # M3GNet bound the density near 80 / 524 A^-3, so cells much beyond ~150 sites are refused by the model anyway).
 # Cost per slot on the 2-core CPU (M3GNet, load ~8): ~0.03 s at 32 sites, 0.07 s at 64, 0.15 s at 128,
 # 1.1 s at 576, so a slot of the full padded size would cost as much as 16 of 64: the largest bucket is 128
-# sites (crystals beyond it are refused and counted), with 6 of 32 slots above 64 sites.
+# sites (crystals beyond it are refused and counted), with 6 of 32 slots above 64 sites. The in-graph function
+# first drops the crystals whose first sites already prove the model's neighbour overflow (geometry.crowded):
+# refused by the model anyway, they take no slot.
 DEFAULT_BUCKETS: tuple[tuple[int | None, float | None], ...] = ((32, None), (64, 0.375), (128, 0.1875))
 
 

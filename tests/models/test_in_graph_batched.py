@@ -105,3 +105,19 @@ def test_bad_buckets_are_refused():
         site_buckets.slots(((16, 0.5), (None, 0.5)), 8, 40)
     with pytest.raises(ValueError, match="bad site bucket"):
         site_buckets.slots(((16, None), (None, 1.5)), 8, 40)
+
+
+@pytest.mark.parametrize("module", [m3gnet, megnet])
+def test_crowded_proves_the_graph_overflow(energy_cases, module):
+    """``geometry.crowded`` (the batched path's early capacity refusal) is never True where the model's full
+    neighbour search holds every neighbour; it catches the 20-atom 4.5 A cube."""
+    from hgfn_jax.crystal.geometry import crowded
+    from hgfn_jax.models.graph import radius_graph
+
+    _, crystals, labels, _ = energy_cases
+    batch = jax.tree.map(jnp.asarray, stack(crystals))
+    flags = jax.jit(jax.vmap(lambda c: (crowded(c, module.DEFAULT_K, module.CUTOFF),
+                                        radius_graph(c, module.CUTOFF, module.DEFAULT_K).overflow)))(batch)
+    proof, overflow = (np.asarray(f) for f in flags)
+    assert not (proof & ~overflow).any(), np.asarray(labels)[proof & ~overflow]
+    assert proof[labels.index("dense")]
