@@ -1,4 +1,4 @@
-"""End-to-end throughput of the battery experiments WITH the energy model (M3GNet through the host callback).
+"""End-to-end throughput of the battery experiments WITH the energy model (M3GNet: host callback or in-graph).
 
 For CHGFlowNet, SHAFT and the flat baseline (their ``default`` configs: encoder, T, reward as trained):
 
@@ -12,7 +12,9 @@ as above) and computed in-graph by the JAX model (``energy_backend=jax``, ``hgfn
 the suffix ``_jax_energy``), in the same run, so the two rates are comparable.
 
 The energy-excluded sampler rates are in ``bench_hierarchical.py``. Results: ``benchmarks/results/battery.json``.
-Run: ``python -m benchmarks.bench_battery [exp ...]`` (default: all three).
+Run: ``python -m benchmarks.bench_battery [--quick] [exp ...]`` (default: all three; ``--quick``: batch 32 only).
+The in-graph records also carry the batch's ``energy_valid`` share and ``energy_over_capacity`` (cells refused
+by the site buckets of ``hgfn_jax.models.site_buckets``).
 """
 
 from __future__ import annotations
@@ -55,9 +57,13 @@ def main(quick: bool = False, experiments=EXPERIMENTS):
                 c, s = time_jax(jax.jit(sample_and_reward), ts.params, jax.random.PRNGKey(1), min_time=5.0,
                                 max_reps=20)
                 records.append(record(f"{exp}_sample_and_reward{suffix}", b, s, c, unit="trajectories", **info))
-                c, s = time_jax(jax.jit(lambda t, update=update: update(t)[0]), ts, min_time=5.0, max_reps=20)
+                step = jax.jit(update)
+                c, s = time_jax(step, ts, min_time=5.0, max_reps=20)
+                metrics = step(ts)[1]  # the energy's valid share (and, in-graph, the bucket refusals) of one batch
+                shares = {k.removeprefix("reward/"): float(metrics[k]) for k in
+                          ("reward/energy_valid", "reward/energy_over_capacity") if k in metrics}
                 records.append(record(f"{exp}_train_update{suffix}", b, s, c, unit="trajectories",
-                                      updates_per_s=1.0 / s, **info))
+                                      updates_per_s=1.0 / s, **shares, **info))
                 print(records[-2]["benchmark"], b, f"{records[-2]['items_per_s']:.1f}/s;",
                       records[-1]["benchmark"], f"{records[-1]['updates_per_s']:.2f} updates/s", flush=True)
     write_results("battery", records)
@@ -67,4 +73,5 @@ def main(quick: bool = False, experiments=EXPERIMENTS):
 if __name__ == "__main__":
     import sys
 
-    main(experiments=tuple(sys.argv[1:]) or EXPERIMENTS)
+    args = [a for a in sys.argv[1:] if a != "--quick"]
+    main(quick="--quick" in sys.argv[1:], experiments=tuple(args) or EXPERIMENTS)

@@ -80,7 +80,7 @@ ROWS = (
     Row("battery TB update incl. M3GNet: CHGFlowNet / SHAFT / flat, trajectories/s",
         Cell("battery", ("chgflownet_battery_train_update", "shaft_battery_train_update",
                          "gfn_flat_battery_train_update"), (32,), digits=1)),
-    Row("the same with the energy in-graph (`reward.energy_backend=jax`, JAX M3GNet, per-crystal padded graph), "
+    Row("the same with the energy in-graph (`reward.energy_backend=jax`, JAX M3GNet, site buckets + packed graph), "
         "same run",
         Cell("battery", ("chgflownet_battery_train_update_jax_energy", "shaft_battery_train_update_jax_energy",
                          "gfn_flat_battery_train_update_jax_energy"), (32,), digits=1)),

@@ -118,7 +118,7 @@ def make_log_reward(config, energy_fn=None):
         from hgfn_jax.models.in_graph import make_jax_property_fn
 
         energy_fn = make_jax_property_fn(rc.energy_model, clamp=clamp, invalid_value=cfg.energy_penalty,
-                                         k=rc.get("energy_k"))
+                                         k=rc.get("energy_k"), buckets=rc.get("energy_buckets"))
     if energy_fn is None:  # the reference: matgl in torch through the host callback, failures counted by reason
         # before torch / matgl load (seconds): a configured models folder without this model fails here, at once
         paths.model_folder(rc.energy_model)

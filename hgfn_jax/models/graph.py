@@ -89,13 +89,20 @@ class PackedEdges(NamedTuple):
     fits: jnp.ndarray  # [B] bool: every real edge of crystal b is in the list (capacity not exceeded)
 
 
-def pack_edges(graphs: RadiusGraph, capacity: int) -> PackedEdges:
+def pack_edges(graphs: RadiusGraph, capacity: int, keep: jnp.ndarray | None = None) -> PackedEdges:
     """Pack the real edges of a batched :class:`RadiusGraph` ([B, N, K] fields) into ``capacity`` slots.
 
     Edges are taken in crystal order: when the batch holds more real edges than ``capacity``, the crystals
     whose edges do not all fit get ``fits = False`` (and must be reported invalid); the others are exact.
+    ``keep`` [B] (optional): only these crystals' edges are packed. The models pass the crystals they would
+    refuse anyway (overflowed graph, unsupported element) as False, so a refused crystal never takes the room
+    of its batch mates (its ``fits`` is then meaningless: it is invalid for its own reason).
     """
     b, n, k = graphs.src.shape
+    if keep is not None:
+        keep = jnp.asarray(keep, bool)
+        graphs = graphs._replace(edge_mask=graphs.edge_mask & keep[:, None, None],
+                                 n_edges=jnp.where(keep, graphs.n_edges, 0))
     flat_mask = graphs.edge_mask.reshape(-1)
     total = b * n * k
     (slot,) = jnp.nonzero(flat_mask, size=capacity, fill_value=total)

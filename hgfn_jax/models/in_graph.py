@@ -1,6 +1,6 @@
 """In-graph property function: the JAX MEGNet / M3GNet Eform models with the host bridge's conventions.
 
-``make_jax_property_fn(model_name, ...)`` returns ``fn(crystal) -> (value [] float32, valid [] bool)`` on ONE
+``make_jax_property_fn(model_name, ...)`` returns ``fn(crystal) -> (value [] float32, valid [] bool, counters)`` on ONE
 padded :class:`~hgfn_jax.crystal.types.Crystal` (vmap it), the drop-in replacement of
 :func:`hgfn_jax.models.host_bridge.make_property_fn` inside a jitted training step (no host callback):
 
@@ -13,25 +13,42 @@ padded :class:`~hgfn_jax.crystal.types.Crystal` (vmap it), the drop-in replaceme
   exceeded), and a non-finite prediction;
 - the same output: ``value`` clamped to ``clamp``, ``invalid_value`` (default ``clamp[1]``) where not valid.
 
+Under ``vmap`` (how the rewards call it) the function switches to its batched path (``jax.custom_batching``;
+also ``fn.batch``): the O(N) screens per crystal, then the crystals that pass dealt to site buckets of the sizes
+their real sites need (:mod:`hgfn_jax.models.site_buckets`) and evaluated by the model's packed
+``energy_batch``, instead of the per-crystal model on the full padding (``fn.per_crystal``, the unbatched call).
+Why: the battery cells are padded to 576 sites but have a median of 24; the padded per-crystal model made the
+in-graph reward slower than the host callback (see ``benchmarks/results/battery.json``). The numbers are the
+per-crystal path's within float rounding (``tests/models/test_in_graph.py``); a crystal that does not fit its
+bucket is refused (``valid`` False, the penalty value; counted by ``counters["energy_over_capacity"]``, which
+the rewards log as a term), never truncated, and a refused crystal takes no room
+from its batch mates. The batched path's input is under ``stop_gradient``: the energy is a constant of any
+loss (the rewards are), so no derivative of the model is ever traced.
+
 Numbers equal the host bridge's within float error where both evaluate (``tests/models/test_in_graph.py``), but
 there are no per-reason counters (a jitted step cannot count on the host for free): a run using this backend logs
 the fraction of valid energies through the reward's terms instead. The host bridge's ``max_sites`` and neighbour
-search grid limits guard pymatgen / matgl memory and have no counterpart here (the padded graph has a fixed
-size); the model's capacity flags take their place.
+search grid limits guard pymatgen / matgl memory and have no counterpart here (the graphs have fixed sizes);
+the model's and the buckets' capacity flags take their place.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_batching import custom_vmap
 
+from hgfn_jax.crystal.geometry import crowded
 from hgfn_jax.crystal.geometry import min_distance as crystal_min_distance
 from hgfn_jax.crystal.lattice import is_degenerate, volume_per_atom
 from hgfn_jax.crystal.types import Crystal
+from hgfn_jax.models import site_buckets
 
-PropertyFn = Callable[[Crystal], tuple[jnp.ndarray, jnp.ndarray]]
+PropertyFn = Callable[[Crystal], tuple[jnp.ndarray, jnp.ndarray, dict]]
+OVER_CAPACITY = "energy_over_capacity"  # reward term: passed the screens but did not fit its site bucket
 
 
 def _module(model_name: str):
@@ -53,8 +70,11 @@ def make_jax_property_fn(
     max_length: float = 1000.0,
     model_dir=None,
     k: int | None = None,
+    buckets=None,
 ) -> PropertyFn:
-    """See the module docstring. ``k``: neighbour capacity per atom (the model's default when None)."""
+    """See the module docstring. ``k``: neighbour capacity per atom (the model's default when None);
+    ``buckets``: the ``(sites, share)`` site buckets of the batched path (:mod:`hgfn_jax.models.site_buckets`;
+    None: its ``DEFAULT_BUCKETS``)."""
     module = _module(model_name)
     if clamp is not None:
         lo, hi = float(clamp[0]), float(clamp[1])
@@ -71,8 +91,10 @@ def make_jax_property_fn(
                          f"{min_volume_per_atom}, {max_length}")
     params = module.load_params(model_dir)  # converted once from ../shared/models, cached (fingerprint-guarded)
     k = module.DEFAULT_K if k is None else int(k)
+    buckets = site_buckets.DEFAULT_BUCKETS if buckets is None else tuple(buckets)
 
-    def fn(crystal: Crystal) -> tuple[jnp.ndarray, jnp.ndarray]:
+    def screen(crystal: Crystal) -> tuple[Crystal, jnp.ndarray]:
+        """(stand-in crystal safe for geometry, passes the bridge's O(N) input screens) of one crystal."""
         mask = crystal.mask
         lattice_ok = jnp.all(jnp.isfinite(crystal.lattice)) & ~is_degenerate(crystal.lattice)
         frac_ok = jnp.all(jnp.where(mask[:, None], jnp.isfinite(crystal.frac), True))
@@ -86,13 +108,55 @@ def make_jax_property_fn(
             species=jnp.clip(crystal.species, 0, 118))
         screened &= volume_per_atom(safe) >= min_volume_per_atom
         screened &= jnp.max(safe.lattice[:3]) <= max_length
-        if min_distance > 0:
-            screened &= crystal_min_distance(safe) >= min_distance
-        e, model_ok = module.energy(params, safe, k=k)
-        valid = screened & model_ok & jnp.isfinite(e)
+        return safe, screened
+
+    def batch_screen(crystal: Crystal) -> tuple[Crystal, jnp.ndarray]:
+        """:func:`screen`, and the model's own capacity refusal where a few sites prove it (cheap, exact): such
+        a crystal is refused as the per-crystal model refuses it and takes no bucket slot."""
+        safe, screened = screen(crystal)
+        return safe, screened & ~crowded(safe, k, module.CUTOFF)
+
+    def distance_ok(crystal: Crystal) -> jnp.ndarray:
+        return crystal_min_distance(crystal) >= min_distance if min_distance > 0 else jnp.asarray(True)
+
+    def finish(e, valid, over_capacity):
+        valid = valid & jnp.isfinite(e)
         value = jnp.where(valid, e, invalid_value)
         if clamp is not None:
             value = jnp.where(valid, jnp.clip(value, clamp[0], clamp[1]), invalid_value)
-        return value.astype(jnp.float32), valid
+        return value.astype(jnp.float32), valid, {OVER_CAPACITY: over_capacity}
 
+    def per_crystal(crystal: Crystal):
+        safe, screened = screen(crystal)
+        screened &= distance_ok(safe)
+        e, model_ok = module.energy(params, safe, k=k)
+        return finish(e, screened & model_ok, jnp.zeros_like(screened))
+
+    def packed(crystals: Crystal) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """One bucket: the distance screen, then the packed model on the crystals that passed (a refused one
+        has its sites removed, so its edges take no room in the packed list)."""
+        near_ok = jax.vmap(distance_ok)(crystals)
+        e, model_ok = module.energy_batch(params, crystals.replace(mask=crystals.mask & near_ok[:, None]), k=k)
+        return e, model_ok & near_ok
+
+    def batch(crystals: Crystal):
+        """The property of a batch [B] through the site buckets and the packed model (same numbers as
+        ``vmap(per_crystal)`` where a crystal fits its bucket; refused, never truncated, where it does not)."""
+        safe, screened = jax.vmap(batch_screen)(crystals)
+        (e, model_ok), fits = site_buckets.evaluate(packed, safe, screened, buckets)
+        return finish(e, screened & fits & model_ok, screened & ~fits)
+
+    @custom_vmap
+    def fn(crystal: Crystal):
+        return per_crystal(crystal)
+
+    @fn.def_vmap
+    def _fn_vmap(axis_size, in_batched, crystal):
+        (batched,) = in_batched
+        crystal = jax.tree.map(lambda x, b: x if b else jnp.broadcast_to(x, (axis_size,) + jnp.shape(x)),
+                               crystal, batched)
+        return batch(jax.lax.stop_gradient(crystal)), (True, True, {OVER_CAPACITY: True})
+
+    fn.per_crystal = per_crystal
+    fn.batch = batch
     return fn

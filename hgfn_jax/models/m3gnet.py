@@ -280,7 +280,8 @@ def energy_batch(
 
     Same numbers as ``vmap(energy)``; the three-body angular sums are formed per crystal on the padded rows,
     everything per bond runs on the packed real bonds only. Default capacity ``B * N * EDGES_PER_SITE``.
-    Crystals whose bonds do not fit (in batch order) get ``valid = False``.
+    Crystals whose bonds do not fit (in batch order) get ``valid = False``; crystals refused for another
+    reason take no room (their bonds are not packed).
     """
     b, n = crystals.species.shape
     capacity = b * n * EDGES_PER_SITE if edge_capacity is None else int(edge_capacity)
@@ -290,14 +291,14 @@ def energy_batch(
         return g, _angular_sums(g, r, fc)
 
     graphs, angular = jax.vmap(per_crystal)(crystals)
-    pe = pack_edges(graphs, capacity)
     nv = b * n
     node_graph = jnp.arange(nv, dtype=jnp.int32) // n
     nm = graphs.node_mask.reshape(-1)
-    em = pe.edge_mask
     z = jnp.asarray(crystals.species, jnp.int32).reshape(-1)
     index = params["z_to_index"][jnp.clip(z, 0, 118)]
     supported = jnp.all((~nm | (index >= 0)).reshape(b, n), axis=1)
+    pe = pack_edges(graphs, capacity, keep=supported & ~graphs.overflow & ~jnp.asarray(crystals.overflow, bool))
+    em = pe.edge_mask
     src, dst = pe.row, pe.nbr  # bond src -> dst held in the row of src (sorted by src)
 
     r = jnp.where(em, pe.dist, 0.5 * CUTOFF)

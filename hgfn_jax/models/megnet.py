@@ -190,19 +190,20 @@ def energy_batch(
 
     Same numbers as ``vmap(energy)`` (same graph, same layers) at a fraction of the cost: the per-edge layers
     run on the real edges only instead of N * K padded slots per crystal. Default capacity
-    ``B * N * EDGES_PER_SITE``. Crystals whose edges do not fit (in batch order) get ``valid = False``.
+    ``B * N * EDGES_PER_SITE``. Crystals whose edges do not fit (in batch order) get ``valid = False``;
+    crystals refused for another reason take no room (their edges are not packed).
     """
     b, n = crystals.species.shape
     capacity = b * n * EDGES_PER_SITE if edge_capacity is None else int(edge_capacity)
     graphs = jax.vmap(lambda c: radius_graph(c, CUTOFF, k, max_images))(crystals)
-    pe = pack_edges(graphs, capacity)
     nv = b * n
     node_graph = jnp.arange(nv, dtype=jnp.int32) // n
     nm = graphs.node_mask.reshape(-1)
-    em = pe.edge_mask
     z = jnp.asarray(crystals.species, jnp.int32).reshape(-1)
     index = params["z_to_index"][jnp.clip(z, 0, 118)]
     supported = jnp.all((~nm | (index >= 0)).reshape(b, n), axis=1)
+    pe = pack_edges(graphs, capacity, keep=supported & ~graphs.overflow & ~jnp.asarray(crystals.overflow, bool))
+    em = pe.edge_mask
     src, dst = pe.nbr, pe.row  # edge src -> dst held in the row of dst (sorted by dst)
 
     rbf = jnp.exp(-GAUSS_WIDTH * jnp.square(pe.dist[:, None] - params["centers"]))  # [E, 100]

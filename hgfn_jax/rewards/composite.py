@@ -166,7 +166,7 @@ def make_chgflownet_reward(
         safe, ok = prepare(crystal)
         terms: Terms = {}
         if cfg.use_energy:
-            e_raw, e_ok = property_value(energy_fn, safe, ok)
+            e_raw, e_ok = property_value(energy_fn, safe, ok, terms)
             e = _energy(e_raw, e_ok, cfg.energy_min, cfg.energy_max, cfg.energy_penalty, cfg.low_energy_rule)
             r_e = jnp.exp(-e)
             terms.update(energy=e, energy_valid=e_ok)
@@ -226,7 +226,7 @@ def make_shaft_reward(
         terms: Terms = {}
         r = jnp.float32(0.0)
         if cfg.w_energy != 0:
-            e_raw, e_ok = property_value(energy_fn, safe, ok)
+            e_raw, e_ok = property_value(energy_fn, safe, ok, terms)
             e = _energy(e_raw, e_ok, cfg.energy_min, cfg.energy_max, cfg.energy_penalty, "clamp")
             r_e = jnp.exp(-e / cfg.energy_beta)
             r = r + cfg.w_energy * r_e

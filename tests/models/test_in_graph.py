@@ -53,7 +53,7 @@ def both(energy_cases):
     screens, reasons = _screen_cases(crystals)
     batch = jax.tree.map(jnp.asarray, stack(list(crystals) + screens))
     jax_fn = make_jax_property_fn(MEGNET, clamp=CLAMP)
-    v_jax, ok_jax = jax.jit(jax.vmap(jax_fn))(batch)
+    v_jax, ok_jax, _ = jax.jit(jax.vmap(jax_fn))(batch)
     bridge = make_property_fn(MEGNET, clamp=CLAMP, max_sites=64)
     v_host, ok_host = jax.jit(jax.vmap(bridge))(batch)
     return {"v_jax": np.asarray(v_jax), "ok_jax": np.asarray(ok_jax), "v_host": np.asarray(v_host),
