@@ -61,6 +61,39 @@ BUILDERS: dict[str, Callable] = {
 }
 
 
+# What each builder's task supplies, known BEFORE it is built (building may load data, train a proxy or load an
+# energy model: minutes), so that an objective or local search the task cannot support is refused first.
+# "state_log_reward": Task.state_log_reward (fldb, mdb); "stop": env.log_pf_stop (mdb); "backward":
+# env.is_initial / sample_backward (local search). The library re-checks on the built task (check_train_config);
+# tests/experiments keep this table equal to what the built tasks supply.
+SUPPLIES: dict[str, frozenset] = {
+    "hypergrid": frozenset({"state_log_reward", "stop", "backward"}),
+    "crystal_gfn": frozenset(),
+    "hierarchical": frozenset({"backward"}),
+}
+
+
+def check_supported(config) -> None:
+    """ValueError, one line, when ``config.train`` asks for what ``config.builder``'s task does not supply."""
+    from hgfn_jax.gflownet.objectives import objective_from
+    from hgfn_jax.gflownet.offpolicy import settings
+
+    objective = objective_from(config.train)
+    _, ls = settings(config.train)
+    have = SUPPLIES.get(config.builder, frozenset())
+    need = {"stop": objective.needs_stop, "state_log_reward": objective.needs_state_reward,
+            "backward": bool(ls["enabled"])}
+    why = {"state_log_reward": f"train.loss={objective.name!r} needs the task's log-reward at every state "
+                               "(Task.state_log_reward), which",
+           "stop": f"train.loss={objective.name!r} needs an environment where every state can stop "
+                   "(Environment.log_pf_stop), which",
+           "backward": "local search needs backward steps (is_initial, sample_backward: "
+                       "train.local_search.enabled=False), which"}
+    for what, needed in need.items():
+        if needed and what not in have:
+            raise ValueError(f"{why[what]} the {config.builder!r} task does not supply")
+
+
 def build_task(config) -> Task:
     """The task ``config.builder`` names, built from ``config``."""
     if config.builder not in BUILDERS:

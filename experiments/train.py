@@ -124,10 +124,10 @@ def main(argv=None):
         check_resume_config(cfg, workdir)
         from experiments.tasks import build_task
 
-        if "lr_z" in cfg.train:  # a GFlowNet run: a bad objective name fails before the task's data and models load
-            from hgfn_jax.gflownet.objectives import objective_from
+        if "lr_z" in cfg.train:  # a GFlowNet run: objective / replay / local search refused before data and models
+            from experiments.tasks import check_supported
 
-            objective_from(cfg.train)
+            check_supported(cfg)
         task = build_task(cfg)  # environment / reward settings are validated (and models loaded) here
         if "lr_z" in cfg.train:  # fldb / mdb / replay / local search: what only the built task can say it supports
             from hgfn_jax.gflownet.train import check_train_config

@@ -85,7 +85,25 @@ def test_command_line_objective_and_offpolicy_errors_are_one_line(tmp_path, caps
     cg = ["--exp", "crystal_gfn_fe", "--preset", "test", "--workdir", str(tmp_path / "run")]
     assert "Task.state_log_reward" in _cli(capsys, *cg, "--set", "train.loss=fldb")
     assert "sample_backward" in _cli(capsys, *cg, "--set", "train.local_search.enabled=True")
+    hier = ["--exp", "chgflownet_battery", "--preset", "test", "--workdir", str(tmp_path / "run")]
+    assert "log_pf_stop" in _cli(capsys, *hier, "--set", "train.loss=mdb", "--set", "train.replay.capacity=0")
     assert not (tmp_path / "run").exists()
+
+
+def test_the_builders_supply_table_matches_the_environments():
+    from experiments.configs import get_config
+    from experiments.tasks import SUPPLIES, build_task
+    from hgfn_jax.envs.crystal_gfn import CrystalGFN
+    from hgfn_jax.gflownet.local_search import supports_backward
+
+    task = build_task(get_config("hypergrid", "test"))
+    assert task.state_log_reward is not None and callable(getattr(task.env, "log_pf_stop", None))
+    assert supports_backward(task.env) and SUPPLIES["hypergrid"] == {"state_log_reward", "stop", "backward"}
+    for env_cls in (HierarchicalEnv, FlatEnv):  # the hierarchical builder's environments
+        assert supports_backward(env_cls) and not hasattr(env_cls, "log_pf_stop")
+    assert SUPPLIES["hierarchical"] == {"backward"}
+    assert not supports_backward(CrystalGFN) and not hasattr(CrystalGFN, "log_pf_stop")
+    assert SUPPLIES["crystal_gfn"] == frozenset()
 
 
 def test_cif_with_an_impossible_cell_names_the_field():
