@@ -81,19 +81,22 @@ def fingerprint_record(n: int) -> dict:
 
 
 def main(quick: bool = False, fingerprints_up_to: int = 1000, sizes: tuple[int, ...] | None = None,
-         keep: list[dict] | None = None) -> list[dict]:
-    """``keep``: records of an earlier run to keep in front (e.g. the 100-structure run with fingerprints)."""
+         keep: list[dict] | None = None, relaxer_name: str = "m3gnet") -> list[dict]:
+    """``keep``: records of an earlier run to keep in front (e.g. the 100-structure run with fingerprints).
+    ``relaxer_name``: a suite relaxer (``m3gnet``: matgl + ASE on the host; ``m3gnet_jax``: the batched JAX FIRE)."""
+    from hgfn_jax.metrics import diversity
     from hgfn_jax.metrics import samples as sm
-    from hgfn_jax.metrics.relax import Relaxer
+    from hgfn_jax.metrics.relax import make_relaxer
     from hgfn_jax.metrics.suite import evaluate_samples
 
     sizes = sizes or ((100,) if quick else (100, 1000))
     t0 = time.perf_counter()
-    relaxer = Relaxer(max_steps=300, time_limit_s=60.0, batch_size=32)
+    relaxer = make_relaxer(relaxer_name, max_steps=300, time_limit_s=60.0, batch_size=32)
     warm = [sm.from_structure(s, str(i)) for i, s in enumerate(rattled_dataset_structures(4, seed=99))]
     _, _ = evaluate_samples(warm, relaxer=relaxer)
     setup_s = time.perf_counter() - t0
     records = list(keep or [])
+    out_name = "evaluate" if relaxer_name == "m3gnet" else f"evaluate_{relaxer_name}"
     for n in sizes:
         structures = rattled_dataset_structures(n)
         samples = [sm.from_structure(s, str(i)) for i, s in enumerate(structures)]
@@ -106,7 +109,8 @@ def main(quick: bool = False, fingerprints_up_to: int = 1000, sizes: tuple[int, 
         common = dict(n_structures=n, mean_sites=float(np.mean([len(s) for s in structures])),
                       input="data-set crystals <= 40 sites, strained +-3 %, rattled 0.1 A (seed 0)",
                       load_avg_1min_before=load0, load_avg_1min_after=load1, cpu_cores=os.cpu_count(),
-                      torch_threads=torch.get_num_threads(), fingerprints_included=fps)
+                      torch_threads=torch.get_num_threads(), fingerprints_included=fps, relaxer=relaxer_name,
+                      fingerprint_workers=diversity._default_workers() if n >= diversity.PARALLEL_MIN else 1)
         for stage, sec in metrics["timing"].items():
             extra = {}
             if stage == "relaxation":
@@ -120,9 +124,9 @@ def main(quick: bool = False, fingerprints_up_to: int = 1000, sizes: tuple[int, 
         shares = {k: round(v / total, 3) for k, v in metrics["timing"].items()}
         records.append(record("evaluate_total", n, total, setup_s, total_seconds=total, goal_seconds=GOAL_S,
                               goal_met=bool(total < GOAL_S) if n >= 1000 else None, time_shares=shares, **common))
-        write_results("evaluate", records)  # after each size: a long run leaves its first records
+        write_results(out_name, records)  # after each size: a long run leaves its first records
     records.append(fingerprint_record(min(sizes)))
-    write_results("evaluate", records)
+    write_results(out_name, records)
     return records
 
 
@@ -133,7 +137,10 @@ if __name__ == "__main__":
                     help="skip the CrystalNN/Magpie stage above this many structures (~1.4 s per P1 structure here)")
     ap.add_argument("--sizes", default="", help="comma-separated sample counts (default 100,1000)")
     ap.add_argument("--keep", default="", help="a results JSON whose records are kept in front")
+    ap.add_argument("--relaxer", default="m3gnet", choices=["m3gnet", "m3gnet_jax"],
+                    help="m3gnet_jax writes evaluate_m3gnet_jax.json")
     a = ap.parse_args()
     keep = json.loads(Path(a.keep).read_text()) if a.keep else None
     main(quick=a.quick, fingerprints_up_to=a.fingerprints_up_to,
-         sizes=tuple(int(x) for x in a.sizes.split(",")) if a.sizes else None, keep=keep)
+         sizes=tuple(int(x) for x in a.sizes.split(",")) if a.sizes else None, keep=keep,
+         relaxer_name=a.relaxer)

@@ -47,10 +47,13 @@ def evaluate_samples(samples: list[Sample], relaxer=None, predicted_formation_en
 
     if fingerprints:
         t = time.perf_counter()
-        out["diversity"] = diversity.diversity_metrics(samples, structures=has_structures)
-        valid = [s for s, ok in zip(samples, flags["valid_cdvae"], strict=True) if ok]
-        if has_structures and len(valid) >= 2 and len(valid) < len(samples):
-            d = diversity.diversity_metrics(valid, structures=True)
+        # fingerprints once (over the cores), shared by the all-samples and the CDVAE-valid-only figures
+        fps = diversity.structure_fingerprints([s.structure for s in samples]) if has_structures else None
+        out["diversity"] = diversity.diversity_metrics(samples, structures=has_structures, structure_fps=fps)
+        keep = np.flatnonzero(np.asarray(flags["valid_cdvae"], bool))
+        if has_structures and len(keep) >= 2 and len(keep) < len(samples):
+            d = diversity.diversity_metrics([samples[i] for i in keep], structures=True,
+                                            structure_fps=[fps[i] for i in keep])
             out["diversity_cdvae_valid_only"] = {k: d[k] for k in ("structure_diversity", "composition_diversity",
                                                                    "composition_diversity_scaled") if k in d}
         timing["diversity"] = time.perf_counter() - t

@@ -183,3 +183,27 @@ def test_orbit_fingerprint_within_all_sites_spread(data_dir, row, name, n_orbits
     assert np.all(np.abs(fp - ref) <= spread + 1e-9)
     bcc = diversity._featurizers()[0].feature_labels().index("body-centered cubic CN_8")
     np.testing.assert_allclose(np.delete(fp, bcc), np.delete(ref, bcc), rtol=0, atol=1e-6)
+
+
+def test_fingerprints_over_worker_processes_equal_the_serial_loop():
+    """The suite computes fingerprints once over spawned worker processes: same values, same order, None kept
+    (a missing structure; an isolated atom in a 30 A box on the way)."""
+    lone = Structure(Lattice.cubic(30.0), ["Na"], [[0, 0, 0]])
+    rattled = _rocksalt().copy()
+    rattled.perturb(0.1)
+    structures = [_rocksalt(), None, _cscl(), rattled, lone, _rocksalt(5.0)]
+    serial = [diversity.structure_fingerprint(s) for s in structures]
+    parallel = diversity.structure_fingerprints(structures, workers=2, parallel_min=0)
+    assert [f is None for f in parallel] == [f is None for f in serial]
+    assert serial[1] is None and sum(f is None for f in serial) >= 1
+    for a, b in zip(serial, parallel, strict=True):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+    # the precomputed fingerprints give the diversity the samples give on their own
+    samples = [sm.from_structure(s) for s in structures if s is not None]
+    fps = [f for f, s in zip(parallel, structures, strict=True) if s is not None]
+    given = diversity.diversity_metrics(samples, scaled=False, structure_fps=fps)
+    own = diversity.diversity_metrics(samples, scaled=False)
+    for k in ("structure_diversity", "composition_diversity", "structure_fingerprint_failed"):
+        assert given[k] == own[k], k
+    assert own["structure_diversity"] > 0
