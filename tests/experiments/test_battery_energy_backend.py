@@ -8,7 +8,7 @@ import numpy as np
 from experiments.configs import get_config
 from experiments.tasks import build_task
 from experiments.train import apply_overrides
-from hgfn_jax.gflownet.train import make_train
+from hgfn_jax.gflownet.train import make_train, train_and_evaluate
 from hgfn_jax.models import megnet
 from hgfn_jax.models.graph import radius_graph
 
@@ -35,10 +35,25 @@ def test_in_graph_energy_equals_the_host_bridge_on_sampled_cells():
     assert stats["valid"] > 0  # the comparison covers evaluated energies, not only penalties
 
 
-def test_training_with_the_in_graph_energy_is_finite():
+def test_training_and_evaluation_with_the_in_graph_energy(tmp_path):
+    """A whole run with the in-graph energy: finite training, then the run's evaluation (top-k metrics, CIFs,
+    the suite's report). The in-graph backend has no host bridge: refused energies are counted at the reward's
+    penalty (the evaluation once read it from the bridge and raised AttributeError after training)."""
+    import json
+
     cfg = apply_overrides(get_config("chgflownet_battery", "test"),
-                          ["reward.energy_backend=jax", f"reward.energy_model={megnet.NAME}"])
-    fns = make_train(cfg, build_task(cfg))
-    ts, metrics = jax.jit(lambda t: fns.run_chunk(t, 2))(fns.init(jax.random.PRNGKey(0)))
-    assert np.isfinite(np.asarray(metrics["loss"])).all()
-    assert int(ts.step) == 2
+                          ["reward.energy_backend=jax", f"reward.energy_model={megnet.NAME}",
+                           "train.num_iterations=2"])
+    cfg.eval.untrained_reference = False
+    task = build_task(cfg)
+    assert task.extras["energy_bridge"] is None and task.host_stats is None
+    out = train_and_evaluate(cfg, task, tmp_path, progress=False)
+    assert int(out["state"].step) == 2
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    loss = [float(r.split(",")[rows[0].split(",").index("loss")]) for r in rows[1:]]
+    assert len(loss) == 2 and np.isfinite(loss).all()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    top = summary["trained_top_k"]
+    assert top["n"] == cfg.eval.top_k and 0.0 <= top["structure_validity"] <= 1.0
+    assert summary["cifs_written"] > 0 and "error" not in summary["eval_suite"]
+    assert "# Evaluation of" in (tmp_path / "eval" / "report.md").read_text()
