@@ -320,6 +320,9 @@ def build_hierarchical(config) -> Task:
     log_reward, bridge = make_log_reward(config)
     v_reward = jax.jit(jax.vmap(log_reward))
     bond_ok = make_bond_check()
+    # the energy at which a refused structure is counted: the reward's penalty (the host bridge holds the same
+    # value; the in-graph backend, energy_backend="jax", has no bridge)
+    energy_penalty = float(reward_config(config).energy_penalty)
 
     def evaluate(ctx: EvalContext) -> dict:
         from hgfn_jax.crystal.convert import write_cifs
@@ -334,7 +337,7 @@ def build_hierarchical(config) -> Task:
             f.writelines(json.dumps(r) + "\n" for r in _records(env, crystals, log_r, terms))
         out = {"overflow": {"n_max": env.n_max, **overflow_by_group(crystals)}}
         out["trained_top_k"] = quality_metrics(crystals, terms, log_r, top, bond_ok(crystals)[top],
-                                                 energy_penalty=bridge.invalid_value)
+                                                 energy_penalty=energy_penalty)
         if ev.get("write_cifs", True):
             top_crystals = jax.tree.map(lambda x: np.asarray(x)[top], crystals)
             written = write_cifs(top_crystals, workdir / "cifs", prefix="rank", skip_invalid=True)
@@ -349,7 +352,7 @@ def build_hierarchical(config) -> Task:
             top0 = np.argsort(-lr0, kind="stable")[:k]
             out["untrained_overflow"] = overflow_by_group(s0.crystal)
             out["untrained_top_k"] = quality_metrics(s0.crystal, t0, np.asarray(lr0), top0,
-                                                     bond_ok(s0.crystal)[top0], energy_penalty=bridge.invalid_value)
+                                                     bond_ok(s0.crystal)[top0], energy_penalty=energy_penalty)
         _plot_curves(workdir)
         # the evaluation suite on the top-ranked CIFs just written (eval.suite; eval/report.md)
         out.update(run_suite(workdir, ev.get("suite")))
@@ -360,8 +363,10 @@ def build_hierarchical(config) -> Task:
     if config.env.kind == "flat":
         name = f"gfn_flat_{name}_reward"
     host_stats = None if bridge is None else _host_stats(bridge)  # the in-graph backend counts nothing on the host
+    # the battery task's names, unless the config names its task (shaft_elements89: another element set)
+    task_name = config.get("task_name") or f"{name}_battery"
     # visited.jsonl key: the crystal a terminal state is (group, lattice, reference atoms); the expanded cell and
     # the bookkeeping fields follow from these
-    return Task(f"{name}_battery", env, policy, log_reward, evaluate=evaluate, host_stats=host_stats,
+    return Task(task_name, env, policy, log_reward, evaluate=evaluate, host_stats=host_stats,
                 extras={"energy_bridge": bridge},
                 terminal_key=lambda s: (s.spacegroup, s.lattice, s.ref_element, s.ref_frac))
