@@ -60,7 +60,8 @@ PUBLISHED = {
     # paper 002 sec. 5.2 (SHAFT over 89 elements, H to Pu): Table 7 in Table 4's layout, Table 8 in Table 2's. "% E":
     # the share with formation energy below a threshold lost in the text extraction; we show E < 0 as for Table 3.
     "elements89": {
-        "source": "paper 002 Table 7 (89 elements; CDVAE trained on MP-20; % E = share with low formation energy)",
+        "source": "paper 002 Table 7 (89 elements; CDVAE trained on MP-20; % E: share below a formation energy lost "
+                  "in the text extraction, ours: E < 0)",
         "columns": ("Comp. val.", "Struct. val.", "Avg. form. E.", "% E", "Match rate", "RMS dis."),
         "keys": ("composition_cdvae", "distance_pgcgm", "formation_energy_mean", "pct_negative_formation_energy",
                  "match_rate_chgflownet", "rms_chgflownet"),
