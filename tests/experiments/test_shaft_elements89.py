@@ -46,9 +46,16 @@ def test_elements_are_matgls_89_from_h_to_pu():
     model = json.loads((paths.model_folder(cfg.reward.energy_model) / "model.json").read_text())
     known = set(model["kwargs"]["model"]["init_args"]["element_types"])
     assert tuple(Element.from_Z(k).symbol for k in range(1, 95) if Element.from_Z(k).symbol in known) == elements
+    # the in-graph backend (reward.energy_backend="jax") indexes the same embedding table by Z: all 89 have a row
+    from hgfn_jax.models import m3gnet
+
+    assert cfg.reward.energy_model == m3gnet.NAME
+    z_to_index = np.asarray(m3gnet.load_params()["z_to_index"])
+    assert (z_to_index[z] >= 0).all() and (z_to_index >= 0).sum() == 89
     # the paper preset visits 1e5 states (one per reference atom), as shaft_battery: ceil(1e5 / (32 * 2)) updates
     paper = get_config(EXP, "paper")
     assert paper.train.batch_size == 32 and paper.train.num_iterations == math.ceil(1e5 / 64) == 1563
+    assert paper.eval.batch_size == 32  # SHAFT's reward terms on 500 cells of 384 sites would need ~85 GB
 
 
 N_SAMPLED = 24
