@@ -111,7 +111,13 @@ def evaluate_run(run_dir: str | Path, n: int | None = None, relaxer: str = "m3gn
         f.write("name," + ",".join(cols) + "\n")
         for i, s in enumerate(samples):
             f.write(s.name + "," + ",".join(str(per[c][i]) for c in cols) + "\n")
-    (out / "report.md").write_text(report.render(metrics, run_dir.name, notes, written))
+    exp = None  # the experiment's own published tables, when the run directory records it (config.json)
+    if (run_dir / "config.json").exists():
+        try:
+            exp = json.loads((run_dir / "config.json").read_text()).get("exp")
+        except (OSError, ValueError, AttributeError):
+            exp = None
+    (out / "report.md").write_text(report.render(metrics, run_dir.name, notes, written, exp=exp))
     return metrics
 
 
