@@ -315,7 +315,11 @@ def train_and_evaluate(config, task: Task, workdir: str | Path, stop_after: int 
     bar.close()
     log.close()
     train_s = time.perf_counter() - t0
-    summary: dict[str, Any] = {"task": task.name, "iterations": step, "train_seconds_this_call": train_s}
+    # cost figures (SHAFT Table 6; metrics.cost): this call's wall seconds over this call's iterations, so a resumed
+    # run's rate is right too; the parameter count includes log Z
+    summary: dict[str, Any] = {"task": task.name, "iterations": step, "train_seconds_this_call": train_s,
+                               "iterations_this_call": step - start,
+                               "param_count": int(sum(np.size(x) for x in jax.tree.leaves(ts.params)))}
     if step < total:
         summary["finished"] = False
         return {"state": ts, "summary": summary}
@@ -327,8 +331,12 @@ def train_and_evaluate(config, task: Task, workdir: str | Path, stop_after: int 
     key = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), 10_000_019)
     samples, log_r, terms = sample_batches(lambda k: sample_jit(ts.params, k, sample_batch).final, key, n_samples,
                                            sample_batch, log_reward=v_reward, progress=progress)
+    # sampling cost: one more batch, timed warm (the draws above compiled it), the reward not included
+    t = time.perf_counter()
+    jax.block_until_ready(sample_jit(ts.params, jax.random.fold_in(key, 2**31 - 1), sample_batch).final)
     summary.update({"num_samples": n_samples, "log_reward_mean": float(np.mean(log_r)),
-                    "log_z": float(ts.params["log_z"])})
+                    "log_z": float(ts.params["log_z"]),
+                    "sample_seconds_per_sample": (time.perf_counter() - t) / sample_batch})
     if host_stats:
         summary["host_stats"] = host_stats()
     if task.evaluate is not None:

@@ -1,17 +1,18 @@
 """Cost metrics (SHAFT Table 6): parameter count and seconds per sample, read from a run directory.
 
-What a run directory holds today (``experiments.train``): ``config.json`` (``train.batch_size``,
-``train.num_iterations``, ``eval.num_samples``), ``metrics.csv`` (per logged step: losses and reward terms, no
-wall time), ``summary.json`` (``iterations``, ``train_seconds_this_call``, ``num_samples``) and orbax
-``checkpoints/<step>/default``. From these:
+What a run directory holds (``experiments.train``): ``config.json`` (``train.batch_size``), ``summary.json``
+(``iterations``, ``iterations_this_call``, ``train_seconds_this_call``, ``param_count``,
+``sample_seconds_per_sample``, ``num_samples``) and orbax ``checkpoints/<step>/default``. From these:
 
-- ``param_count``: the sizes of the ``params`` leaves in the newest checkpoint's metadata (shapes only, nothing
-  restored), ``param_count_policy`` without log Z; ``summary.json["param_count"]`` wins when the loop records it;
-- ``train_seconds_per_trajectory``: ``train_seconds_this_call / (iterations * batch_size)`` - only right for a run
-  that was not resumed (the field is per call);
-- ``sample_seconds_per_sample``: needs ``summary.json["sample_seconds"]`` (see ``MISSING``); absent today.
+- ``param_count``: ``summary.json["param_count"]`` (policy + log Z), else the sizes of the ``params`` leaves in the
+  newest checkpoint's metadata (shapes only, nothing restored), ``param_count_policy`` without log Z;
+- ``train_seconds_per_trajectory``: ``train_seconds_this_call / (iterations_this_call * batch_size)``: the last
+  call's rate, right for a resumed run too (its first chunk's compilation included). Run directories written
+  before ``iterations_this_call`` existed: ``iterations`` in its place, right only when not resumed;
+- ``sample_seconds_per_sample``: one warm sampling batch after training, timed apart from the reward (or the
+  older ``sample_seconds`` over ``num_samples``).
 
-``MISSING`` says exactly what the training loop should add to ``summary.json`` for the rest.
+``MISSING`` names the fields a run directory lacks.
 """
 
 from __future__ import annotations
@@ -22,14 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-#: summary.json fields the training loop should record (absent in today's runs).
+#: summary.json fields the cost figures read (older run directories lack some).
 MISSING = {
-    "param_count": "int: total trainable parameters (policy + log Z), counted once after init",
-    "sample_seconds": "float: wall seconds of the final sampling of eval.num_samples terminal states (after the "
-                      "first, compiling call; reward evaluation excluded), with sample_compile_seconds apart",
-    "sample_compile_seconds": "float: seconds of the first (tracing + compiling) sampling call",
-    "train_seconds_total": "float: training wall seconds summed over every resumed call (train_seconds_this_call "
-                           "covers one call only)",
+    "param_count": "int: total trainable parameters (policy + log Z), counted once after training",
+    "sample_seconds_per_sample": "float: wall seconds per sample of one warm sampling batch, reward excluded",
+    "iterations_this_call": "int: iterations trained by the call that wrote summary.json (a resumed run's rest)",
 }
 
 
@@ -70,14 +68,18 @@ def cost_metrics(run_dir: str | Path) -> dict:
         counts = checkpoint_param_counts(run_dir)
         out.update(counts or {})
         out["param_count_source"] = f"checkpoint {counts['checkpoint_step']} metadata" if counts else None
-    iters, secs = summary.get("iterations"), summary.get("train_seconds_total", summary.get("train_seconds_this_call"))
+    iters = summary.get("iterations_this_call", summary.get("iterations"))
+    secs = summary.get("train_seconds_this_call")
     batch = config.get("train", {}).get("batch_size")
     out["train_seconds"] = secs
+    out["train_iterations_timed"] = iters
     out["train_seconds_per_trajectory"] = (float(secs) / (int(iters) * int(batch))
                                            if secs and iters and batch else None)
-    n = summary.get("num_samples") or config.get("eval", {}).get("num_samples")
-    ss = summary.get("sample_seconds")
-    out["sample_seconds_per_sample"] = float(ss) / int(n) if ss is not None and n else None
-    out["samples_per_second"] = (int(n) / float(ss) if ss and n and not math.isclose(float(ss), 0.0) else None)
+    per = summary.get("sample_seconds_per_sample")
+    if per is None and summary.get("sample_seconds") is not None:
+        n = summary.get("num_samples") or config.get("eval", {}).get("num_samples")
+        per = float(summary["sample_seconds"]) / int(n) if n else None
+    out["sample_seconds_per_sample"] = float(per) if per is not None else None
+    out["samples_per_second"] = 1.0 / per if per and not math.isclose(float(per), 0.0) else None
     out["missing"] = [k for k in MISSING if k not in summary]
     return out

@@ -101,6 +101,13 @@ def test_chgflownet_battery_kill_and_resume_is_exact(tmp_path):
     assert metrics["modes"]["states_visited"][-1] == cfg.train.num_iterations * cfg.train.batch_size
     # the suite's cost figures read this run's summary (written before the evaluation), not a stale one
     assert metrics["cost"]["train_seconds"] == pytest.approx(summary["train_seconds_this_call"])
+    # ... and the loop records what they need (SHAFT Table 6): parameters counted from the trained state
+    n_params = sum(np.size(x) for x in jax.tree.leaves(full["state"].params))
+    assert metrics["cost"]["param_count"] == summary["param_count"] == n_params and metrics["cost"]["missing"] == []
+    assert summary["iterations_this_call"] == cfg.train.num_iterations and summary["sample_seconds_per_sample"] > 0
+    # the resumed call timed only its own iterations
+    assert json.loads((tmp_path / "killed" / "summary.json").read_text())["iterations_this_call"] == \
+        cfg.train.num_iterations - 2
 
 
 @pytest.mark.parametrize(("exp", "suite_fails"), [("shaft_battery", False), ("gfn_flat_battery", True)])

@@ -52,6 +52,14 @@ def test_cost_metrics_from_run_dir(tmp_path):
     m = cost.cost_metrics(tmp_path)
     assert m["param_count"] == 123 and m["sample_seconds_per_sample"] == pytest.approx(0.25)
     assert m["samples_per_second"] == pytest.approx(4.0)
+    # a resumed run (steps 8-10 in the last call): the rate is that call's seconds over that call's trajectories
+    (tmp_path / "summary.json").write_text(json.dumps({"iterations": 10, "iterations_this_call": 2,
+                                                       "train_seconds_this_call": 6.0, "param_count": 7,
+                                                       "sample_seconds_per_sample": 0.02}))
+    m = cost.cost_metrics(tmp_path)
+    assert m["train_seconds_per_trajectory"] == pytest.approx(6.0 / (2 * 4)) and m["train_iterations_timed"] == 2
+    assert m["sample_seconds_per_sample"] == pytest.approx(0.02) and m["samples_per_second"] == pytest.approx(50.0)
+    assert m["missing"] == []
 
 
 def test_param_count_from_orbax_checkpoint(tmp_path):
