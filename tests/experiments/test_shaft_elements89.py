@@ -10,13 +10,13 @@ from __future__ import annotations
 import collections
 import json
 import math
-import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from pymatgen.core import Element, Lattice, Structure
+from references import shaft_bond_score
 
 from experiments.configs import PRESETS, get_config
 from experiments.tasks import build_task
@@ -123,28 +123,6 @@ def _cells() -> list[tuple[str, Structure]]:
     return cells
 
 
-def _bond_score_reference(s: Structure, stats) -> float:
-    """Eq. 7 (SHAFT reference code) from pymatgen's neighbours within 4 A; pairs absent from the statistics take
-    the code's defaults (mean 2.0 A, min 1.0 A)."""
-    per: dict[str, list[float]] = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        neighbours = s.get_all_neighbors(4.0)
-    for i, nbs in enumerate(neighbours):
-        for nb in nbs:
-            za, zb = sorted((s[i].specie.Z, nb.specie.Z))
-            per.setdefault(f"{za}_{zb}", []).append(nb.nn_distance)
-    if not per:
-        return 5.0
-    scores = []
-    for key, values in per.items():
-        v = np.sort(np.asarray(values))
-        v = v[np.concatenate([[True], np.diff(v) > 1e-5])]
-        d_min, d_mean = stats["min"].get(key, bt.DEFAULT_D_MIN), stats["mean"].get(key, bt.DEFAULT_D_MEAN)
-        scores.append(np.mean(np.abs(v - d_mean) + np.exp(d_min - v) ** 2))
-    return float(np.mean(scores))
-
-
 def test_reward_terms_on_all_89_elements_match_references(evaluated):
     from smact.screening import smact_validity
 
@@ -157,13 +135,15 @@ def test_reward_terms_on_all_89_elements_match_references(evaluated):
     # the energy model has an embedding for every one of the 89 elements: no cell is refused
     refused = [n for n, ok in zip(names, terms["energy_valid"], strict=True) if ok < 0.5]
     assert not refused, refused
+    # SHAFT eq. 7 from pymatgen's neighbours (tests/references.py); absent pairs take the SHAFT code's defaults
+    assert (bt.DEFAULT_D_MIN, bt.DEFAULT_D_MEAN) == (1.0, 2.0)
     stats = bt.read_stats()
     for i, (name, s) in enumerate(cells):
         comp_ref = smact_validity(s.composition, use_pauling_test=True, include_alloys=True,
                                   oxidation_states_set="smact14")
         assert terms["r_comp"][i] == float(comp_ref), name
         assert terms["density"][i] == pytest.approx(s.density, rel=2e-5), name
-        assert terms["bond_score"][i] == pytest.approx(_bond_score_reference(s, stats), rel=1e-4, abs=1e-4), name
+        assert terms["bond_score"][i] == pytest.approx(shaft_bond_score(s, stats), rel=1e-4, abs=1e-4), name
     # eq. 8 with the config's weights, recomputed from the terms (E already clamped to [-10, 10])
     r = (0.2 * np.exp(-terms["energy"] / 10.0) + 0.5 * np.exp(-terms["bond_score"]) + 0.2 * terms["r_density"]
          + 0.1 * terms["r_comp"])

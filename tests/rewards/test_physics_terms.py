@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
+from references import shaft_bond_score
 
 from hgfn_jax.crystal.types import Crystal
 from hgfn_jax.data import bond_stats as bt
@@ -249,32 +250,12 @@ def test_density_matches_pymatgen(batch, terms):
     assert dens.valid.all()
 
 
-def _reference_shaft_bs(s: Structure, stats) -> float:
-    per: dict[str, list[float]] = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        neighbours = s.get_all_neighbors(4.0)
-    for i, nbs in enumerate(neighbours):
-        for nb in nbs:
-            za, zb = sorted((s[i].specie.Z, nb.specie.Z))
-            per.setdefault(f"{za}_{zb}", []).append(nb.nn_distance)
-    if not per:
-        return 5.0
-    scores = []
-    for key, values in per.items():
-        v = np.sort(np.asarray(values))
-        v = v[np.concatenate([[True], np.diff(v) > 1e-5])]
-        dmin, dmean = stats["min"].get(key, 1.0), stats["mean"].get(key, 2.0)
-        scores.append(np.mean(np.abs(v - dmean) + np.exp(dmin - v) ** 2))
-    return float(np.mean(scores))
-
-
 def test_shaft_bond_score_matches_pymatgen(batch, terms, stats):
     _, structures = batch
     shaft = terms[2]
     shaft = jax.tree.map(lambda x: x[:H0], shaft)
     assert not shaft.truncated.any()
-    ref = np.array([_reference_shaft_bs(s, stats) for s in structures])
+    ref = np.array([shaft_bond_score(s, stats) for s in structures])
     # exact except where float32 merges two distances ~1e-5 A apart differently (see physics docstring)
     np.testing.assert_allclose(shaft.bs, ref, rtol=1e-2, atol=1e-5)
     close = np.isclose(shaft.bs, ref, rtol=1e-5, atol=1e-5)
