@@ -4,6 +4,7 @@ the host-callback reference's numbers on the structures the environment actually
 
 import jax
 import numpy as np
+import pytest
 
 from experiments.configs import get_config
 from experiments.tasks import build_task
@@ -45,6 +46,7 @@ def test_training_and_evaluation_with_the_in_graph_energy(tmp_path):
                           ["reward.energy_backend=jax", f"reward.energy_model={megnet.NAME}",
                            "train.num_iterations=2"])
     cfg.eval.untrained_reference = False
+    cfg.eval.suite.enabled = False  # the suite reads the CIFs with host models: the same for either backend
     task = build_task(cfg)
     assert task.extras["energy_bridge"] is None and task.host_stats is None
     out = train_and_evaluate(cfg, task, tmp_path, progress=False)
@@ -55,5 +57,6 @@ def test_training_and_evaluation_with_the_in_graph_energy(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     top = summary["trained_top_k"]
     assert top["n"] == cfg.eval.top_k and 0.0 <= top["structure_validity"] <= 1.0
-    assert summary["cifs_written"] > 0 and "error" not in summary["eval_suite"]
-    assert "# Evaluation of" in (tmp_path / "eval" / "report.md").read_text()
+    assert summary["cifs_written"] > 0
+    assert summary["trained_top_k"]["energy_refused_frac"] + summary["trained_top_k"]["energy_valid_frac"] == \
+        pytest.approx(1.0)
