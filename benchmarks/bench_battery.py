@@ -12,7 +12,8 @@ as above) and computed in-graph by the JAX model (``energy_backend=jax``, ``hgfn
 the suffix ``_jax_energy``), in the same run, so the two rates are comparable.
 
 The energy-excluded sampler rates are in ``bench_hierarchical.py``. Results: ``benchmarks/results/battery.json``.
-Run: ``python -m benchmarks.bench_battery [--quick] [exp ...]`` (default: all three; ``--quick``: batch 32 only).
+Run: ``python -m benchmarks.bench_battery [--quick] [--batches=32,256] [exp ...]`` (default: all three at batch
+32 and 256 (issue 13's target batch); ``--quick``: batch 32 only).
 The in-graph records also carry the batch's ``energy_valid`` share and ``energy_over_capacity`` (cells refused
 by the site buckets of ``hgfn_jax.models.site_buckets``).
 """
@@ -26,14 +27,14 @@ from benchmarks.common import record, time_jax, write_results
 EXPERIMENTS = ("chgflownet_battery", "shaft_battery", "gfn_flat_battery")
 
 
-def main(quick: bool = False, experiments=EXPERIMENTS):
+def main(quick: bool = False, experiments=EXPERIMENTS, batches=None):
     from experiments.configs import get_config
     from experiments.tasks import build_task
     from hgfn_jax.gflownet.env import Exploration
     from hgfn_jax.gflownet.rollout import rollout
     from hgfn_jax.gflownet.train import make_train
 
-    batches = (32,) if quick else (32, 128)
+    batches = tuple(batches or ((32,) if quick else (32, 256)))
     records = []
     for exp in experiments:
         for backend in ("host", "jax"):
@@ -73,5 +74,7 @@ def main(quick: bool = False, experiments=EXPERIMENTS):
 if __name__ == "__main__":
     import sys
 
-    args = [a for a in sys.argv[1:] if a != "--quick"]
-    main(quick="--quick" in sys.argv[1:], experiments=tuple(args) or EXPERIMENTS)
+    args = [a for a in sys.argv[1:] if a != "--quick" and not a.startswith("--batches=")]
+    sizes = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--batches=")]
+    main(quick="--quick" in sys.argv[1:], experiments=tuple(args) or EXPERIMENTS,
+         batches=tuple(int(b) for b in sizes[0].split(",")) if sizes else None)

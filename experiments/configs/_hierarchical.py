@@ -61,9 +61,10 @@ def battery_config(method: str, preset: str) -> ml_collections.ConfigDict:
     # padded graph holds energy_k neighbours per atom (None: the model's 48 / 80, enough for data-set cells):
     # crowded sampled cells beyond it are refused (penalty energy) where the host evaluates them - 23 of 64
     # untrained CHGFlowNet test-preset samples at 80 - so raise it, or keep "host", where that matters. The batch
-    # is evaluated in site buckets (energy_buckets: ((sites, share of the batch), ...), None: the default of
-    # hgfn_jax.models.site_buckets, up to 128 sites); a cell beyond its bucket is refused (penalty energy) and
-    # counted in the reward term energy_over_capacity.
+    # is evaluated chunk by chunk at the smallest site count that holds each chunk (energy_buckets: sizes, None:
+    # hgfn_jax.models.in_graph.DEFAULT_SIZES, up to 128 sites); a cell beyond the largest is refused (penalty
+    # energy) and counted in the reward term energy_over_capacity. The reward's other terms are evaluated the same
+    # way (reward.site_buckets, never refusing: the padded size is always the last bucket; () = on the padding).
     kind = "shaft" if method == "shaft" else "chgflownet"
     c.reward = ml_collections.ConfigDict(
         dict(kind=kind, energy_model=M3GNET_EFORM, energy_backend="host", energy_k=None, energy_buckets=None,

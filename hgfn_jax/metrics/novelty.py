@@ -10,6 +10,13 @@ matcher calls per sample). Matcher: pymatgen ``StructureMatcher()`` defaults (lt
 angle_tol 5, primitive cells, scale=True), MatterGen's choice. Samples without a structure are neither unique nor
 novel, but stay in the denominators. Composition-only samples get the composition-level versions
 (distinct / unseen reduced formula).
+
+Each structure is reduced (Niggli, then primitive, as the matcher's settings ask) ONCE and the pairs are compared
+with ``fit(..., skip_structure_reduction=True)``, pymatgen's documented path "for fitting a set of structures
+several times": the same comparison as a plain ``fit`` (tested against it on supercells, re-based cells and
+rattled copies). Why: a plain ``fit`` reduces both structures on every call through an LRU cache whose lookup
+compares same-formula structures site by site; on 200 generated battery cells that lookup was 94 % of the time
+(cProfile: 12.6 of 13.6 s), and novelty + uniqueness of a paper run's 1,000 samples took 130 s.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from collections import defaultdict
 
 import numpy as np
 from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.core import Structure
 
 from hgfn_jax.metrics.samples import Sample
 
@@ -33,9 +41,29 @@ def _formula(s: Sample) -> str | None:
         return None
 
 
-def _fit(matcher: StructureMatcher, a, b) -> bool:
+def reduced(matcher: StructureMatcher, s: Structure | None) -> Structure | None:
+    """``s`` as ``matcher.fit`` reduces it before comparing (ignored species removed, Niggli cell, primitive cell
+    if the matcher asks for it); None where ``s`` is None or cannot be reduced (it then matches nothing, as a
+    plain ``fit`` that raises counts as no match)."""
+    if s is None:
+        return None
+    settings = matcher.as_dict()
     try:
-        return bool(matcher.fit(a, b))
+        r = Structure.from_sites(s)
+        if settings.get("ignored_species"):
+            r.remove_species(settings["ignored_species"])
+        r = r.get_reduced_structure(reduction_algo="niggli")
+        return r.get_primitive_structure() if settings.get("primitive_cell", True) else r
+    except Exception:  # noqa: BLE001 - an unreducible structure matches nothing
+        return None
+
+
+def _fit(matcher: StructureMatcher, a, b) -> bool:
+    """``matcher.fit`` of two structures already :func:`reduced` (False where either is None or it raises)."""
+    if a is None or b is None:
+        return False
+    try:
+        return bool(matcher.fit(a, b, skip_structure_reduction=True))
     except Exception:  # noqa: BLE001 - a failing comparison is "no match"
         return False
 
@@ -49,8 +77,9 @@ def unique_mask(samples: list[Sample], matcher: StructureMatcher | None = None) 
         f = _formula(s)
         if s.structure is None or f is None:
             continue
-        if not any(_fit(matcher, s.structure, r) for r in reps[f]):
-            reps[f].append(s.structure)
+        r = reduced(matcher, s.structure)
+        if not any(_fit(matcher, r, rep) for rep in reps[f]):
+            reps[f].append(r)
             out[i] = True
     return out
 
@@ -66,12 +95,20 @@ def novel_mask(samples: list[Sample], matcher: StructureMatcher | None = None,
     matcher = matcher or default_matcher()
     rows_of = reference.formula_index() if reference_rows is None else reference_rows
     get = reference.reference_structure if reference_structure is None else reference_structure
+    ref_reduced: dict[int, Structure | None] = {}  # each reference crystal reduced once per call
+
+    def ref(row: int):
+        if row not in ref_reduced:
+            ref_reduced[row] = reduced(matcher, get(row))
+        return ref_reduced[row]
+
     out = np.zeros(len(samples), bool)
     for i, s in enumerate(samples):
         f = _formula(s)
         if s.structure is None or f is None:
             continue
-        out[i] = not any(_fit(matcher, s.structure, get(int(r))) for r in rows_of.get(f, ()))
+        r = reduced(matcher, s.structure)
+        out[i] = not any(_fit(matcher, r, ref(int(row))) for row in rows_of.get(f, ()))
     return out
 
 

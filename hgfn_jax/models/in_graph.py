@@ -14,16 +14,18 @@ padded :class:`~hgfn_jax.crystal.types.Crystal` (vmap it), the drop-in replaceme
 - the same output: ``value`` clamped to ``clamp``, ``invalid_value`` (default ``clamp[1]``) where not valid.
 
 Under ``vmap`` (how the rewards call it) the function switches to its batched path (``jax.custom_batching``;
-also ``fn.batch``): the O(N) screens per crystal, then the crystals that pass dealt to site buckets of the sizes
-their real sites need (:mod:`hgfn_jax.models.site_buckets`) and evaluated by the model's packed
-``energy_batch``, instead of the per-crystal model on the full padding (``fn.per_crystal``, the unbatched call).
-Why: the battery cells are padded to 576 sites but have a median of 24; the padded per-crystal model made the
-in-graph reward slower than the host callback (see ``benchmarks/results/battery.json``). The numbers are the
-per-crystal path's within float rounding (``tests/models/test_in_graph.py``); a crystal that does not fit its
-bucket is refused (``valid`` False, the penalty value; counted by ``counters["energy_over_capacity"]``, which
-the rewards log as a term), never truncated, and a refused crystal takes no room
-from its batch mates. The batched path's input is under ``stop_gradient``: the energy is a constant of any
-loss (the rewards are), so no derivative of the model is ever traced.
+also ``fn.batch``): the O(N) screens per crystal, then the crystals that pass sorted by real site count and
+evaluated chunk by chunk by the model's packed ``energy_batch`` at the smallest of the site bucket sizes that holds
+the chunk (:mod:`hgfn_jax.crystal.site_buckets`), instead of the per-crystal model on the full padding
+(``fn.per_crystal``, the unbatched call). Why: the battery cells are padded to 576 sites but have a median of 24;
+the padded per-crystal model made the in-graph reward slower than the host callback (see
+``benchmarks/results/battery.json``). The numbers are the per-crystal path's within float rounding
+(``tests/models/test_in_graph_batched.py``); a crystal with more real sites than the largest size (default 128:
+denser cells overflow the model's neighbour capacity anyway) is refused (``valid`` False, the penalty value;
+counted by ``counters["energy_over_capacity"]``, which the rewards log as a term), never truncated, and a refused
+crystal costs its batch mates nothing (a chunk of refused crystals runs no model at all). The batched path's
+input is under ``stop_gradient``: the energy is a constant of any loss (the rewards are), so no derivative of
+the model is ever traced.
 
 Numbers equal the host bridge's within float error where both evaluate (``tests/models/test_in_graph.py``), but
 there are no per-reason counters (a jitted step cannot count on the host for free): a run using this backend logs
@@ -41,14 +43,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_batching import custom_vmap
 
+from hgfn_jax.crystal import site_buckets
 from hgfn_jax.crystal.geometry import crowded
 from hgfn_jax.crystal.geometry import min_distance as crystal_min_distance
 from hgfn_jax.crystal.lattice import is_degenerate, volume_per_atom
 from hgfn_jax.crystal.types import Crystal
-from hgfn_jax.models import site_buckets
 
 PropertyFn = Callable[[Crystal], tuple[jnp.ndarray, jnp.ndarray, dict]]
-OVER_CAPACITY = "energy_over_capacity"  # reward term: passed the screens but did not fit its site bucket
+OVER_CAPACITY = "energy_over_capacity"  # reward term: passed the screens but has more sites than the largest bucket
+# Site bucket sizes of the batched path. The battery cells the model accepts have at most ~96 real sites (lengths
+# <= 10 A bound the cell at 1,000 A^3, and M3GNet's K = 80 neighbours within 5 A bound the density near 80 / 524
+# A^-3, so cells much beyond ~150 sites are refused by the model anyway); cost per crystal on the 2-core CPU
+# (M3GNet, load ~8): ~0.03 s at 32 sites, 0.07 s at 64, 0.15 s at 128, 1.1 s at 576.
+DEFAULT_SIZES = (32, 64, 128)
 
 
 def _module(model_name: str):
@@ -71,10 +78,11 @@ def make_jax_property_fn(
     model_dir=None,
     k: int | None = None,
     buckets=None,
+    chunk: int = site_buckets.DEFAULT_CHUNK,
 ) -> PropertyFn:
     """See the module docstring. ``k``: neighbour capacity per atom (the model's default when None);
-    ``buckets``: the ``(sites, share)`` site buckets of the batched path (:mod:`hgfn_jax.models.site_buckets`;
-    None: its ``DEFAULT_BUCKETS``)."""
+    ``buckets``: the site bucket sizes of the batched path (None: ``DEFAULT_SIZES``), the largest one the most
+    real sites a crystal may have."""
     module = _module(model_name)
     if clamp is not None:
         lo, hi = float(clamp[0]), float(clamp[1])
@@ -91,7 +99,10 @@ def make_jax_property_fn(
                          f"{min_volume_per_atom}, {max_length}")
     params = module.load_params(model_dir)  # converted once from ../shared/models, cached (fingerprint-guarded)
     k = module.DEFAULT_K if k is None else int(k)
-    buckets = site_buckets.DEFAULT_BUCKETS if buckets is None else tuple(buckets)
+    if buckets is not None and any(not isinstance(b, (int, np.integer)) for b in buckets):
+        raise ValueError(f"energy site buckets are sizes (ints, e.g. (32, 64, 128)), got {buckets}; the former "
+                         "(sites, share) pairs are gone: every crystal now gets the smallest size that holds it")
+    buckets = site_buckets.sizes_for(DEFAULT_SIZES if buckets is None else buckets, 10**9)
 
     def screen(crystal: Crystal) -> tuple[Crystal, jnp.ndarray]:
         """(stand-in crystal safe for geometry, passes the bridge's O(N) input screens) of one crystal."""
@@ -141,9 +152,9 @@ def make_jax_property_fn(
 
     def batch(crystals: Crystal):
         """The property of a batch [B] through the site buckets and the packed model (same numbers as
-        ``vmap(per_crystal)`` where a crystal fits its bucket; refused, never truncated, where it does not)."""
+        ``vmap(per_crystal)`` where a crystal fits the largest bucket; refused, never truncated, where not)."""
         safe, screened = jax.vmap(batch_screen)(crystals)
-        (e, model_ok), fits = site_buckets.evaluate(packed, safe, screened, buckets)
+        (e, model_ok), fits = site_buckets.evaluate(packed, safe, screened, buckets, chunk=chunk)
         return finish(e, screened & fits & model_ok, screened & ~fits)
 
     @custom_vmap

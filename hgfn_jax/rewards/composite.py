@@ -63,8 +63,10 @@ from hgfn_jax.crystal import chemistry as chem
 from hgfn_jax.crystal.types import Crystal
 from hgfn_jax.data.bond_stats import BondTable, load_bond_table
 from hgfn_jax.rewards import physics
-from hgfn_jax.rewards.base import LogRewardFn, PropertyFn, Terms, f32, prepare, property_value
+from hgfn_jax.rewards.base import LogRewardFn, PropertyFn, Terms, f32, property_value, staged_reward
 from hgfn_jax.rewards.crystal_gfn import CrystalGFNRewardConfig, make_crystal_gfn_reward
+
+SITE_BUCKETS = (32, 64, 128, 256)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,9 @@ class CHGFlowNetRewardConfig:
     reward_min: float = 1e-4
     reward_max: float | None = 10.0
     max_elements: int | None = None  # distinct elements handled by the SMACT check (None: N, exact)
+    # batched evaluation of the terms other than the energy at these site counts (+ the padded size), chunk by
+    # chunk (rewards.base.staged_reward); () = on the full padding. A speed setting: the values do not change.
+    site_buckets: tuple[int, ...] = SITE_BUCKETS
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,7 @@ class ShaftRewardConfig:
     reward_min: float = 1e-5
     reward_max: float | None = None
     max_elements: int | None = None  # distinct elements handled by the SMACT check (None: N, exact)
+    site_buckets: tuple[int, ...] = SITE_BUCKETS  # as CHGFlowNetRewardConfig.site_buckets
 
 
 def _log_clip(r: jnp.ndarray, r_min: float, r_max: float | None) -> jnp.ndarray:
@@ -162,14 +168,21 @@ def make_chgflownet_reward(
     tables = smact if smact is not None else chem.smact_tables()
     cfg = config
 
-    def log_reward(crystal: Crystal) -> tuple[jnp.ndarray, Terms]:
-        safe, ok = prepare(crystal)
+    def properties(safe: Crystal, ok: jnp.ndarray) -> dict:
+        if not cfg.use_energy:
+            return {}
+        counters: Terms = {}
+        e_raw, e_ok = property_value(energy_fn, safe, ok, counters)
+        return dict(e_raw=e_raw, e_ok=e_ok, counters=counters)
+
+    def combine(safe: Crystal, ok: jnp.ndarray, props: dict) -> tuple[jnp.ndarray, Terms]:
         terms: Terms = {}
         if cfg.use_energy:
-            e_raw, e_ok = property_value(energy_fn, safe, ok, terms)
-            e = _energy(e_raw, e_ok, cfg.energy_min, cfg.energy_max, cfg.energy_penalty, cfg.low_energy_rule)
+            terms.update(props["counters"])
+            e = _energy(props["e_raw"], props["e_ok"], cfg.energy_min, cfg.energy_max, cfg.energy_penalty,
+                        cfg.low_energy_rule)
             r_e = jnp.exp(-e)
-            terms.update(energy=e, energy_valid=e_ok)
+            terms.update(energy=e, energy_valid=props["e_ok"])
         else:
             r_e = jnp.float32(0.0)
         dens = physics.density_term(safe, cfg.density_a, cfg.density_b, cfg.density_c)
@@ -198,7 +211,7 @@ def make_chgflownet_reward(
         terms.update(r_energy=r_e, reward=jnp.exp(log_r), log_reward=log_r, structure_valid=ok)
         return f32(log_r), {k: f32(v) for k, v in terms.items()}
 
-    return log_reward
+    return staged_reward(properties, combine, cfg.site_buckets)
 
 
 def make_shaft_reward(
@@ -221,16 +234,25 @@ def make_shaft_reward(
     table = bond_table if bond_table is not None else load_bond_table()
     tables = smact if smact is not None else chem.smact_tables()
 
-    def log_reward(crystal: Crystal) -> tuple[jnp.ndarray, Terms]:
-        safe, ok = prepare(crystal)
+    def properties(safe: Crystal, ok: jnp.ndarray) -> dict:
+        props = {}
+        if cfg.w_energy != 0:
+            counters: Terms = {}
+            e_raw, e_ok = property_value(energy_fn, safe, ok, counters)
+            props.update(e_raw=e_raw, e_ok=e_ok, counters=counters)
+        if cfg.w_bandgap != 0:
+            props["g"], props["g_ok"] = property_value(bandgap_fn, safe, ok)
+        return props
+
+    def combine(safe: Crystal, ok: jnp.ndarray, props: dict) -> tuple[jnp.ndarray, Terms]:
         terms: Terms = {}
         r = jnp.float32(0.0)
         if cfg.w_energy != 0:
-            e_raw, e_ok = property_value(energy_fn, safe, ok, terms)
-            e = _energy(e_raw, e_ok, cfg.energy_min, cfg.energy_max, cfg.energy_penalty, "clamp")
+            terms.update(props["counters"])
+            e = _energy(props["e_raw"], props["e_ok"], cfg.energy_min, cfg.energy_max, cfg.energy_penalty, "clamp")
             r_e = jnp.exp(-e / cfg.energy_beta)
             r = r + cfg.w_energy * r_e
-            terms.update(energy=e, energy_valid=e_ok, r_energy=r_e)
+            terms.update(energy=e, energy_valid=props["e_ok"], r_energy=r_e)
         if cfg.bond == "shaft":
             sb = physics.shaft_bond_term(safe, table, cutoff=cfg.bond_cutoff, k=cfg.bond_k)
             r_b = jnp.where(ok, sb.r_bond, jnp.exp(-physics.SHAFT_NO_BOND_SCORE))
@@ -250,7 +272,7 @@ def make_shaft_reward(
         terms.update(r_bond=r_b, density=jnp.where(ok, dens.density, 0.0), r_density=r_p, r_comp=r_v)
         terms.update(comp_overflow=overflow_c)
         if cfg.w_bandgap != 0:
-            g, g_ok = property_value(bandgap_fn, safe, ok)
+            g, g_ok = props["g"], props["g_ok"]
             r_g = jnp.where(
                 g_ok, jnp.exp(-jnp.square(g - cfg.bandgap_target) / (2.0 * cfg.bandgap_width**2)), 0.0
             )
@@ -261,7 +283,7 @@ def make_shaft_reward(
         terms.update(reward=jnp.exp(log_r), log_reward=log_r, structure_valid=ok)
         return f32(log_r), {k: f32(v) for k, v in terms.items()}
 
-    return log_reward
+    return staged_reward(properties, combine, cfg.site_buckets)
 
 
 _CONFIGS = {

@@ -207,3 +207,51 @@ def test_fingerprints_over_worker_processes_equal_the_serial_loop():
     for k in ("structure_diversity", "composition_diversity", "structure_fingerprint_failed"):
         assert given[k] == own[k], k
     assert own["structure_diversity"] > 0
+
+
+def test_reduce_once_matching_equals_plain_structure_matcher_fit(data_dir):
+    """Uniqueness and novelty reduce each structure once and compare with ``fit(skip_structure_reduction=True)``:
+    the same masks as pymatgen's plain ``fit`` loop (which reduces both structures on every call) on data-set
+    crystals with supercells, skewed re-based cells, small and large rattles, strains and other polymorphs."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    table = reference.reference_table()
+    rng = np.random.default_rng(0)
+    rows = rng.choice(np.flatnonzero(table["nsites"].to_numpy() <= 12), 8, replace=False)
+    originals = [reference.reference_structure(int(r)) for r in rows] + [_rocksalt()]
+    variants = []
+    for i, s in enumerate(originals):
+        sup = s.copy()
+        sup.make_supercell([2, 1, 1])
+        skew = s.copy()
+        skew.make_supercell([[1, 2, 0], [0, 1, 0], [1, 0, 1]])
+        small, large = s.copy(), s.copy()
+        small.perturb(0.02, min_distance=0.01)
+        large.perturb(1.2, min_distance=0.8)
+        strained = s.copy()
+        strained.apply_strain([0.04, -0.03, 0.0] if i % 2 else 0.25)
+        variants += [sup, skew, small, large, strained]
+    variants.append(_cscl(3.0).copy())  # NaCl in the CsCl type: same formula, another structure
+    variants[-1].replace_species({"Cs": "Na"})
+    samples = [sm.from_structure(x) for x in variants + originals]
+
+    plain = StructureMatcher()
+    expect_unique, reps = [], {}
+    for s in samples:
+        f = s.composition.reduced_formula
+        new = not any(plain.fit(s.structure, r) for r in reps.get(f, []))
+        if new:
+            reps.setdefault(f, []).append(s.structure)
+        expect_unique.append(new)
+    assert novelty.unique_mask(samples).tolist() == expect_unique
+    assert 0 < sum(expect_unique) < len(samples)
+
+    by_formula = {}
+    for i, s in enumerate(originals):
+        by_formula.setdefault(s.composition.reduced_formula, []).append(i)
+    toy = {f: np.asarray(v) for f, v in by_formula.items()}
+    expect_novel = [not any(plain.fit(s.structure, originals[i])
+                            for i in by_formula.get(s.composition.reduced_formula, [])) for s in samples]
+    got = novelty.novel_mask(samples, reference_rows=toy, reference_structure=lambda r: originals[r])
+    assert got.tolist() == expect_novel
+    assert 0 < sum(expect_novel) < len(samples)

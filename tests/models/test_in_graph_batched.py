@@ -1,6 +1,7 @@
 """The in-graph property function's batched path (site buckets + packed model, what ``vmap`` runs) against its
-per-crystal padded path: same values and refusals on a batch with hard cases, the one crystal beyond its bucket
-refused (never truncated), and the refused crystals leaving their batch mates' values unchanged."""
+per-crystal padded path: same values and refusals on a batch with hard cases, in chunks that run different
+bucket sizes; the crystals beyond the largest bucket refused (never truncated) and counted, leaving their batch
+mates' values unchanged."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from hgfn_jax.crystal import site_buckets
 from hgfn_jax.crystal.convert import from_structure, stack
-from hgfn_jax.models import m3gnet, megnet, site_buckets
+from hgfn_jax.models import m3gnet, megnet
 from hgfn_jax.models.in_graph import make_jax_property_fn
 
 N = 40  # padded sites: the data-set cells (<= 20) scattered in 40 slots, supercells of up to 40 sites
@@ -39,7 +41,7 @@ def cases(energy_cases):
     for i in small + mid:
         out.append(_scatter(from_structure(structures[i], N), i))
         names.append(labels[i])
-    for i in big:  # 26 to 40 sites: three crystals for the two slots of the largest bucket
+    for i in big:  # 26 to 40 sites: beyond the 24-site bucket
         s = structures[i].copy()
         s.make_supercell([2, 1, 1])
         out.append(from_structure(s, N))
@@ -56,37 +58,41 @@ def cases(energy_cases):
     # hard cases in the middle of the batch, between valid ones
     mixed = out[:5] + list(hard.values()) + out[5:]
     names = names[:5] + list(hard) + names[5:]
-    b = len(mixed)
-    # 12-site bucket for most, four 24-site slots, two 40-site slots: the smallest supercell is one too many
-    buckets = ((12, None), (24, 4 / b), (None, 2 / b))
-    assert site_buckets.slots(buckets, b, N) == [(12, b - 6), (24, 4), (40, 2)]
-    return jax.tree.map(jnp.asarray, stack(mixed)), names, buckets, big, structures
+    return jax.tree.map(jnp.asarray, stack(mixed)), names, (8, 12, 24, 40), big, structures
 
 
 def test_batched_path_equals_the_per_crystal_path(cases, model=m3gnet.NAME):
-    """M3GNet (the battery default) only: what is tested here (bucket assignment, compaction, refusals, batch-mate
+    """M3GNet (the battery default) only: what is tested here (bucket choice, compaction, refusals, batch-mate
     independence) is the same code for both models; MEGNet's packed ``energy_batch`` equals its per-crystal model in
     tests/models/test_megnet_jax.py, and its batched path runs in the whole in-graph battery run
     (tests/experiments/test_battery_energy_backend.py). The MEGNet case cost ~46 s of the suite."""
-    batch, names, buckets, big, structures = cases
-    fn = make_jax_property_fn(model, clamp=CLAMP, buckets=buckets)
-    v_ref, ok_ref = (np.asarray(x) for x in jax.jit(jax.vmap(fn.per_crystal))(batch)[:2])
-    v, ok, counters = jax.jit(jax.vmap(fn))(batch)  # vmap runs the batched path
-    v, ok, over = np.asarray(v), np.asarray(ok), np.asarray(counters["energy_over_capacity"])
+    batch, names, sizes, big, structures = cases
+    v_ref, ok_ref = (np.asarray(x) for x in
+                     jax.jit(jax.vmap(make_jax_property_fn(model, clamp=CLAMP).per_crystal))(batch)[:2])
     sites = np.asarray(batch.mask).sum(1)
-    supercells = np.flatnonzero(sites > 24)
-    refused = supercells[np.argmin(sites[supercells])]  # the smallest supercell: no 40-site slot left for it
-    assert ok_ref[refused] and not ok[refused] and v[refused] == CLAMP[1]
-    np.testing.assert_array_equal(np.flatnonzero(over), [refused])  # the one crystal counted over capacity
-    others = np.arange(len(names)) != refused
-    np.testing.assert_array_equal(ok[others], ok_ref[others], err_msg=str(names))
+    # 21 crystals in seven chunks of 3 at different sizes (the 24-site bucket below: three chunks of 8, one padded)
+    fn = make_jax_property_fn(model, clamp=CLAMP, buckets=sizes, chunk=3)
+    v, ok, counters = jax.jit(jax.vmap(fn))(batch)  # vmap runs the batched path
+    v, ok = np.asarray(v), np.asarray(ok)
+    assert not np.asarray(counters["energy_over_capacity"]).any()  # the padded size is the largest bucket
+    np.testing.assert_array_equal(ok, ok_ref, err_msg=str(names))
     for label in ("overlap", "overflow flag", "dense", "thin", "Am"):
         assert not ok[names.index(label)], label
-    assert ok.sum() >= 14
+    assert ok.sum() >= 16 and ok[sites > 24].sum() == 3  # the supercells evaluated at 40 sites
     np.testing.assert_allclose(v[ok], v_ref[ok], atol=1e-5, rtol=0)
     assert (v[~ok] == CLAMP[1]).all()
 
-    # the valid crystals alone (no refused batch mates, other slots): the same values
+    # largest bucket 24 sites: the three supercells refused and counted, never truncated; the others unchanged
+    fn = make_jax_property_fn(model, clamp=CLAMP, buckets=(12, 24))
+    v, ok, counters = jax.jit(jax.vmap(fn))(batch)
+    v, ok, over = np.asarray(v), np.asarray(ok), np.asarray(counters["energy_over_capacity"])
+    np.testing.assert_array_equal(np.flatnonzero(over), np.flatnonzero(sites > 24))
+    assert not ok[sites > 24].any() and (v[sites > 24] == CLAMP[1]).all()
+    others = sites <= 24
+    np.testing.assert_array_equal(ok[others], ok_ref[others])
+    np.testing.assert_allclose(v[others & ok], v_ref[others & ok], atol=1e-5, rtol=0)
+
+    # the valid crystals alone (no refused batch mates, other chunks): the same values
     keep = np.flatnonzero(ok)
     alone = jax.tree.map(lambda x: x[keep], batch)
     v_alone, ok_alone, _ = jax.jit(fn.batch)(alone)
@@ -104,10 +110,13 @@ def test_the_energy_is_never_differentiated(cases):
 
 
 def test_bad_buckets_are_refused():
-    with pytest.raises(ValueError, match="share None"):
-        site_buckets.slots(((16, 0.5), (None, 0.5)), 8, 40)
-    with pytest.raises(ValueError, match="bad site bucket"):
-        site_buckets.slots(((16, None), (None, 1.5)), 8, 40)
+    with pytest.raises(ValueError, match="sizes"):
+        site_buckets.sizes_for((), 40)
+    with pytest.raises(ValueError, match="sizes"):
+        site_buckets.sizes_for((16, 0), 40)
+    assert site_buckets.sizes_for((64, 8, 16, 16), 40) == (8, 16, 40)
+    with pytest.raises(ValueError, match="share"):  # the former (sites, share) format, named in the error
+        make_jax_property_fn(megnet.NAME, clamp=CLAMP, buckets=((16, None), (40, 0.5)))
 
 
 @pytest.mark.parametrize("module", [m3gnet, megnet])
