@@ -20,9 +20,11 @@ by the site buckets of ``hgfn_jax.models.site_buckets``).
 
 from __future__ import annotations
 
+import json
+
 import jax
 
-from benchmarks.common import record, time_jax, write_results
+from benchmarks.common import RESULTS_DIR, record, time_jax, write_results
 
 EXPERIMENTS = ("chgflownet_battery", "shaft_battery", "gfn_flat_battery")
 
@@ -67,7 +69,12 @@ def main(quick: bool = False, experiments=EXPERIMENTS, batches=None):
                                       updates_per_s=1.0 / s, **shares, **info))
                 print(records[-2]["benchmark"], b, f"{records[-2]['items_per_s']:.1f}/s;",
                       records[-1]["benchmark"], f"{records[-1]['updates_per_s']:.2f} updates/s", flush=True)
-    write_results("battery", records)
+    # records of experiments / batches not run this time are kept (a partial run updates its own rows)
+    path = RESULTS_DIR / "battery.json"
+    done = {(r["benchmark"], r["batch"]) for r in records}
+    old = json.loads(path.read_text()) if path.exists() else []
+    kept = [r for r in old if (r["benchmark"], r["batch"]) not in done]
+    write_results("battery", kept + records)
     return records
 
 
