@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.custom_batching import custom_vmap
 
 from hgfn_jax.crystal.types import Crystal
 
@@ -87,3 +88,26 @@ def evaluate(fn: Callable[..., object], crystals: Crystal, eligible: jnp.ndarray
     inverse = jnp.argsort(order)
     merged = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:])[pad:][inverse], outs)
     return merged, fits
+
+
+def with_batched_path(per_crystal: Callable[[Crystal], object], batch: Callable[[Crystal], object]):
+    """``per_crystal`` on one crystal whose ``vmap`` runs ``batch`` (on the whole batch ``[B]``, every output
+    batched) instead (``jax.custom_batching.custom_vmap``); unbatched inputs are broadcast. ``batch``'s input is
+    under ``stop_gradient``: the functions wrapped here (rewards, energy models) are constants of every loss, and
+    ``custom_vmap`` has no derivative rule. The two paths stay reachable as ``.per_crystal`` and ``.batch``."""
+
+    @custom_vmap
+    def fn(crystal: Crystal):
+        return per_crystal(crystal)
+
+    @fn.def_vmap
+    def _fn_vmap(axis_size, in_batched, crystal):
+        (batched,) = in_batched
+        crystal = jax.tree.map(lambda x, b: x if b else jnp.broadcast_to(x, (axis_size,) + jnp.shape(x)),
+                               crystal, batched)
+        out = batch(jax.lax.stop_gradient(crystal))
+        return out, jax.tree.map(lambda _: True, out)
+
+    fn.per_crystal = per_crystal
+    fn.batch = batch
+    return fn

@@ -41,7 +41,6 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.custom_batching import custom_vmap
 
 from hgfn_jax.crystal import site_buckets
 from hgfn_jax.crystal.geometry import crowded
@@ -157,17 +156,4 @@ def make_jax_property_fn(
         (e, model_ok), fits = site_buckets.evaluate(packed, safe, screened, buckets, chunk=chunk)
         return finish(e, screened & fits & model_ok, screened & ~fits)
 
-    @custom_vmap
-    def fn(crystal: Crystal):
-        return per_crystal(crystal)
-
-    @fn.def_vmap
-    def _fn_vmap(axis_size, in_batched, crystal):
-        (batched,) = in_batched
-        crystal = jax.tree.map(lambda x, b: x if b else jnp.broadcast_to(x, (axis_size,) + jnp.shape(x)),
-                               crystal, batched)
-        return batch(jax.lax.stop_gradient(crystal)), (True, True, {OVER_CAPACITY: True})
-
-    fn.per_crystal = per_crystal
-    fn.batch = batch
-    return fn
+    return site_buckets.with_batched_path(per_crystal, batch)

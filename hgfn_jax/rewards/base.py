@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-from jax.custom_batching import custom_vmap
 
 from hgfn_jax.crystal import site_buckets
 from hgfn_jax.crystal.types import Crystal
@@ -87,18 +86,4 @@ def staged_reward(properties: Callable[[Crystal, jnp.ndarray], dict],
                                        used + (n,), extras=(ok, props), chunk=chunk)
         return out
 
-    @custom_vmap
-    def fn(crystal: Crystal):
-        return per_crystal(crystal)
-
-    @fn.def_vmap
-    def _fn_vmap(axis_size, in_batched, crystal):
-        (batched,) = in_batched
-        crystal = jax.tree.map(lambda x, b: x if b else jnp.broadcast_to(x, (axis_size,) + jnp.shape(x)),
-                               crystal, batched)
-        out = batch(jax.lax.stop_gradient(crystal))
-        return out, jax.tree.map(lambda _: True, out)
-
-    fn.per_crystal = per_crystal
-    fn.batch = batch
-    return fn
+    return site_buckets.with_batched_path(per_crystal, batch)
