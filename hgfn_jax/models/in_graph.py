@@ -122,7 +122,7 @@ def make_jax_property_fn(
 
     def batch_screen(crystal: Crystal) -> tuple[Crystal, jnp.ndarray]:
         """:func:`screen`, and the model's own capacity refusal where a few sites prove it (cheap, exact): such
-        a crystal is refused as the per-crystal model refuses it and costs no model call."""
+        a crystal is refused as the per-crystal model refuses it with no real site in the model's input."""
         safe, screened = screen(crystal)
         return safe, screened & ~crowded(safe, k, module.CUTOFF)
 
