@@ -15,7 +15,7 @@ The energy-excluded sampler rates are in ``bench_hierarchical.py``. Results: ``b
 Run: ``python -m benchmarks.bench_battery [--quick] [--batches=32,256] [exp ...]`` (default: all three at batch
 32 and 256 (issue 13's target batch); ``--quick``: batch 32 only).
 The in-graph records also carry the batch's ``energy_valid`` share and ``energy_over_capacity`` (cells refused
-by the site buckets of ``hgfn_jax.models.site_buckets``).
+by the site buckets of ``hgfn_jax.crystal.site_buckets``).
 """
 
 from __future__ import annotations

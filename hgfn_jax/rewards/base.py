@@ -65,7 +65,7 @@ def staged_reward(properties: Callable[[Crystal, jnp.ndarray], dict],
     ~1.9 s, most of what is left the energy model). Same values as the per-crystal path within float rounding
     (``tests/rewards/test_staged_reward.py``). ``sizes`` empty: plain ``vmap``. The batched path's input is under
     ``stop_gradient`` (a reward is a constant of every loss)."""
-    sizes = () if sizes is None else tuple(int(s) for s in sizes)
+    sizes = () if sizes is None or len(sizes) == 0 else site_buckets.sizes_for(sizes, 10**9)  # checked at build
 
     def per_crystal(crystal: Crystal):
         safe, ok = prepare(crystal)

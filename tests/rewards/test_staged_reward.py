@@ -101,3 +101,10 @@ def test_reward_is_a_constant_under_grad(batch):
     reward = CONFIGS["shaft"]()
     g = jax.jit(jax.grad(lambda lat: jnp.sum(jax.vmap(reward)(batch.replace(lattice=lat))[0])))(batch.lattice)
     assert np.all(np.asarray(g) == 0.0)
+
+
+def test_bad_site_buckets_are_refused_when_the_reward_is_built():
+    with pytest.raises(ValueError, match="site bucket sizes"):
+        composite.make_chgflownet_reward(composite.CHGFlowNetRewardConfig(site_buckets=(32, 0)), _energy)
+    plain = composite.make_chgflownet_reward(composite.CHGFlowNetRewardConfig(site_buckets=()), _energy)
+    assert not hasattr(plain, "batch")  # () = the plain per-crystal reward under vmap
