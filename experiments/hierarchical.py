@@ -145,6 +145,7 @@ def _host_stats(bridge):
         out.update({f"energy/failed/{k}": float(v) for k, v in s["failures"].items()})
         return out
 
+    stats.reset = bridge.reset_stats  # each run counts from zero (rundir.metrics_log.RunHostStats)
     return stats
 
 

@@ -4,7 +4,8 @@ Each sampler here draws from a distribution whose log-density an environment's `
 tests (``tests/gflownet/test_distributions.py``) check every one against numpyro's distributions.
 
 - masked categorical by inverse CDF from given uniforms: ``sample_masked_icdf`` (the key-based
-  ``sample_masked_categorical`` and ``masked_log_softmax`` sit beside the contract in ``gflownet.env``);
+  ``sample_masked_categorical``, which draws its two uniforms and calls it, and ``masked_log_softmax`` sit beside
+  the contract in ``gflownet.env``);
 - truncated normal on [0, 1]: ``truncnorm_log_prob``, ``truncnorm_sample``;
 - von Mises, on [-pi, pi) and mapped to [0, 1): ``vonmises_sample``, ``vonmises_u_log_prob``,
   ``vonmises_u_sample``;
@@ -19,13 +20,15 @@ How an environment maps raw policy outputs to these parameters (its "heads") sta
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import betaln, i0e, log_ndtr
 
-from hgfn_jax.gflownet.env import Exploration
+if TYPE_CHECKING:  # annotation only: gflownet.env imports this module (sample_masked_categorical)
+    from hgfn_jax.gflownet.env import Exploration
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import jraph
 
-from hgfn_jax.crystal.geometry import center_neighbor_list, neighbor_list
+from hgfn_jax.crystal.geometry import center_neighbor_list_batch, neighbor_list
 from hgfn_jax.crystal.types import Crystal
 
 DEFAULT_K = 12  # paper 000 sec. 4.1
@@ -129,7 +129,9 @@ def build_orbit_graph(
     positions (merged orbit images lie within the merge tolerance of each other).
 
     A cell without symmetry information is covered too: ``site_ref = arange(N)`` (masked) and
-    ``num_ref = N`` give :func:`build_graph` (up to ties).
+    ``num_ref = N`` give :func:`build_graph` (up to ties). The search is
+    :func:`hgfn_jax.crystal.geometry.center_neighbor_list_batch` (a 27-translation pass, the full
+    ``max_images`` window only for the crystals whose certificate needs it; same neighbours up to ties).
     """
     crystal = ensure_batched(crystal)
     site_ref = jnp.asarray(site_ref, jnp.int32)
@@ -137,27 +139,21 @@ def build_orbit_graph(
         site_ref = site_ref[None]
     site_ref = jnp.where(crystal.mask, site_ref, -1)
 
-    def one(c: Crystal, sr: jnp.ndarray):
-        is_r = sr[None, :] == jnp.arange(num_ref, dtype=jnp.int32)[:, None]  # [T, N]
-        present = jnp.any(is_r, axis=1)  # [T]
-        rep = jnp.argmax(is_r, axis=1)  # [T] first site of each orbit
-        nl = center_neighbor_list(
-            c.lattice, c.frac[rep], jnp.where(present, rep, -1), present, c.frac, c.mask, k, cutoff, max_images
-        )
-        senders = sr[nl.idx]  # [T, K] orbit of the neighbour site (-1 only if masked)
-        edge_mask = nl.nbr_mask & (senders >= 0)
-        return (
-            jnp.where(present, c.species[rep], 0).astype(jnp.int32),
-            jnp.asarray(c.frac, jnp.float32)[rep],
-            present,
-            jnp.where(edge_mask, senders, 0).astype(jnp.int32),
-            jnp.where(edge_mask, nl.dist, 0.0).astype(jnp.float32),
-            edge_mask,
-            nl.truncated,
-            jnp.sum(is_r, axis=1).astype(jnp.float32),
-        )
-
-    species, frac, node_mask, senders, dist, edge_mask, truncated, mult = jax.vmap(one)(crystal, site_ref)
+    is_r = site_ref[:, None, :] == jnp.arange(num_ref, dtype=jnp.int32)[None, :, None]  # [B, T, N]
+    present = jnp.any(is_r, axis=2)  # [B, T]
+    rep = jnp.argmax(is_r, axis=2)  # [B, T] first site of each orbit
+    take = jax.vmap(lambda x, i: x[i])
+    nl = center_neighbor_list_batch(
+        crystal.lattice, take(crystal.frac, rep), jnp.where(present, rep, -1), present, crystal.frac, crystal.mask,
+        k, cutoff, max_images,
+    )
+    senders = take(site_ref, nl.idx)  # [B, T, K] orbit of the neighbour site (-1 only if masked)
+    edge_mask = nl.nbr_mask & (senders >= 0)
+    species = jnp.where(present, take(crystal.species, rep), 0).astype(jnp.int32)
+    frac = jnp.asarray(take(crystal.frac, rep), jnp.float32)
+    node_mask, truncated, mult = present, nl.truncated, jnp.sum(is_r, axis=2).astype(jnp.float32)
+    senders = jnp.where(edge_mask, senders, 0).astype(jnp.int32)
+    dist = jnp.where(edge_mask, nl.dist, 0.0).astype(jnp.float32)
     return CrystalGraph(
         species=species,
         frac=frac,

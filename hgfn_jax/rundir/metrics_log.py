@@ -78,14 +78,24 @@ class RunHostStats:
     """The task's host counters counted over the RUN, across resumes: ``offset`` (the counters logged at the
     restored step) plus what the counters gained since this call started. So ``host/*`` in ``metrics.csv``
     continue exactly after a resume (and a task reused for a second run does not carry the first one's counts).
-    Keys are sorted, so a run and its resumed copy add the columns of new failure reasons in the same order."""
+    Keys are sorted, so a run and its resumed copy add the columns of new failure reasons in the same order.
+    A task reused for another run in the same process must write the columns a fresh process would: a counter
+    function with a ``reset`` attribute (the battery tasks' energy bridge) is reset first; for any other, a key
+    it already had when this call started is reported only once it changes (or when the restored row holds it),
+    so a failure reason seen only by an earlier run does not appear as a 0 column from the first row."""
 
     def __init__(self, fn: Callable[[], dict], restored_row: dict):
+        reset = getattr(fn, "reset", None)
+        self.resettable = callable(reset)
+        if self.resettable:
+            reset()
         self.fn = fn
         self.base = {k: float(v) for k, v in fn().items()}
         self.offset = {k[len("host/"):]: float(v) for k, v in restored_row.items() if k.startswith("host/")}
 
     def __call__(self) -> dict:
         now = {k: float(v) for k, v in self.fn().items()}
+        if not self.resettable:  # keys left by an earlier run: only once they change
+            now = {k: v for k, v in now.items() if k not in self.base or v != self.base[k]}
         keys = sorted(set(now) | set(self.offset))
         return {k: self.offset.get(k, 0.0) + (now.get(k, 0.0) - self.base.get(k, 0.0)) for k in keys}

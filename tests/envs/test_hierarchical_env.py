@@ -396,8 +396,9 @@ def test_hier_rollout_with_hierarchical_policy_no_retrace_no_nan(env_cls, rng, d
 
 
 def test_hier_step_batch_equals_vmapped_step(rng):
-    """The batched step (which skips the orbit expansion on group transitions) is bitwise the vmapped step,
-    on lockstep batches of every step, on mixed batches and on terminal states."""
+    """The batched step (which skips the orbit expansion on group transitions) and the batched sampler (which
+    draws only the group or only the atom-lattice part) are bitwise the vmapped per-state methods, on lockstep
+    batches of every step (each branch), on mixed batches and on terminal states."""
     env = HierarchicalEnv(HierarchicalConfig(num_steps=3, n_max=48))
     policy = make_hierarchical_policy(env, encoder="deepsets", hidden=16, head_hidden=(16,))
     params = jax.jit(policy.init)(rng(), jax.tree.map(lambda x: x[None], env.init()))
@@ -409,10 +410,25 @@ def test_hier_step_batch_equals_vmapped_step(rng):
     batches.append(tuple(jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), (traj.states, traj.actions))))
     batches.append((traj.final, at(traj.actions, 0)))
     batched, vmapped = jax.jit(env.step_batch), jax.jit(jax.vmap(env.step))
+    sample_b = jax.jit(env.sample_action_batch)
+    sample_v = jax.jit(jax.vmap(env.sample_action, in_axes=(0, 0, 0, None)))
+    explore = Exploration.make(0.3, 1.5)
+    phases = set()
     for states, actions in batches:
         got, want = jax.tree.leaves(batched(states, actions)), jax.tree.leaves(vmapped(states, actions))
         for a, b in zip(got, want, strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        keys = jax.random.split(rng(), states.phase.shape[0])
+        fwd = jax.random.normal(rng(), (states.phase.shape[0], env.fwd_dim))  # any policy output
+        got, want = sample_b(keys, fwd, states, explore), sample_v(keys, fwd, states, explore)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        phases.add(tuple(np.unique(np.asarray(states.phase))))
+        # a drawn group on group transitions, the state's own group on placements
+        g = np.asarray(got.group_index)
+        ph1 = np.asarray(states.phase) == 1
+        np.testing.assert_array_equal(g[ph1], np.maximum(np.asarray(states.group_index), 0)[ph1])
+    assert {(0,), (1,), (0, 1)} <= phases  # every branch of sample_action_batch was compared
     # site_ref: provenance of every site of the expanded cell (-1 = padding)
     sr, mask = np.asarray(traj.final.site_ref), np.asarray(traj.final.crystal.mask)
     assert np.all((sr >= 0) == mask) and np.all(sr < env.T)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from hgfn_jax.crystal import constraints as cons
-from hgfn_jax.crystal.geometry import center_neighbor_list, neighbor_list
+from hgfn_jax.crystal.geometry import center_neighbor_list, center_neighbor_list_batch, neighbor_list
 from hgfn_jax.crystal.orbit import expand_orbits_full
 from hgfn_jax.crystal.types import Crystal
 from hgfn_jax.policies.gcn import GCNEncoder
@@ -196,6 +196,55 @@ def test_center_neighbor_list_matches_neighbor_list():
         np.testing.assert_array_equal(np.asarray(cen.idx), np.asarray(full.idx))
         np.testing.assert_array_equal(np.asarray(cen.truncated), np.asarray(full.truncated))
 
+
+
+def test_center_neighbor_list_batch_equals_the_one_pass_search():
+    """The two-pass batch search (27 translations, the full window only where its certificate fails) returns
+    the single-pass ``max_images = 2`` search on every crystal: thin / skewed cells that need the full window,
+    sparse cells (fewer than K within the cutoff: the cutoff is the radius), one-atom and empty cells, a
+    symmetric cell with ties (distances compared there, the tied choice may differ); through each path: some
+    crystals redone in the sub-batch, more failures than the sub-batch holds (whole batch redone), none."""
+    cells = jax.tree.map(lambda *x: jnp.concatenate(x), *[_random_cells(s) for s in range(8)])  # 40 cells
+    thin = [[2.0, 2.0, 10.0, 90.0, 90.0, 90.0],  # a square net of 2 A: the 12th neighbour is 2 cells away
+            [2.0, 2.1, 9.0, 80.0, 100.0, 95.0],
+            [2.0, 9.0, 9.5, 80.0, 100.0, 95.0],  # a chain: even the full window is truncated
+            [2.2, 2.0, 2.1, 60.0, 65.0, 70.0]]  # a small, strongly skewed cell
+    one = np.zeros((len(thin), 10), bool)
+    one[:, 0] = True
+    one[1, 1] = True  # two atoms in one of them
+    extra = Crystal(lattice=jnp.asarray(thin, jnp.float32), frac=cells.frac[: len(thin)], species=cells.species[
+        : len(thin)], mask=jnp.asarray(one), spacegroup=cells.spacegroup[: len(thin)],
+        overflow=cells.overflow[: len(thin)])
+    cells = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), cells, extra)
+    sym = symmetric_cells()[0]  # CASES[1]: fcc (225, 4b), 4 sites: tied neighbour shells
+    sym = jax.tree.map(lambda x: x[1:2, :10] if x.ndim > 1 else x[1:2], sym)
+    assert int(sym.mask.sum()) == 4
+    cells = jax.tree.map(lambda a, b: jnp.concatenate([a, b.astype(a.dtype)]), cells, sym)
+    cells = cells.replace(mask=cells.mask.at[3].set(False))  # an empty cell
+    n = cells.mask.shape[1]
+    centres = (cells.lattice, cells.frac, jnp.broadcast_to(jnp.arange(n), cells.mask.shape), cells.mask,
+               cells.frac, cells.mask)
+    want = jax.vmap(lambda *x: center_neighbor_list(*x, K, CUTOFF, 2))(*centres)
+    near = jax.vmap(lambda *x: center_neighbor_list(*x, K, CUTOFF, 1))(*centres)
+    n_need = int(np.sum(np.asarray(near.truncated)))
+    assert 2 <= n_need < 20, n_need  # the thin cells need the full window, most cells do not
+    assert np.any(np.asarray(want.truncated))  # and one is truncated even there (the flag is compared too)
+
+    def check(rows, share):
+        sub = jax.tree.map(lambda x: x[rows], centres)
+        got = jax.jit(lambda *x: center_neighbor_list_batch(*x, K, CUTOFF, 2, far_share=share))(*sub)
+        ref = jax.tree.map(lambda x: np.asarray(x)[rows], want)
+        np.testing.assert_array_equal(np.asarray(got.truncated), ref.truncated)
+        np.testing.assert_array_equal(np.asarray(got.nbr_mask), ref.nbr_mask)
+        np.testing.assert_allclose(np.asarray(got.dist), ref.dist, rtol=1e-6, atol=1e-6)
+        no_ties = np.asarray(rows) != fcc  # the fcc cell has tied neighbour shells
+        np.testing.assert_array_equal(np.asarray(got.idx)[no_ties], ref.idx[no_ties])
+
+    everything = np.arange(cells.mask.shape[0])
+    fcc = everything[-1]
+    check(everything, 8)  # cap 6 >= n_need: the failing crystals redone in the sub-batch
+    check(everything, 1000)  # cap 1 < n_need: the whole batch redone with the full window
+    check(np.arange(40), 8)  # no crystal needs the full window
 
 def test_identity_orbits_give_the_full_graph():
     """site_ref = arange(N) (no symmetry used): the orbit graph is the full graph, all encoders agree."""

@@ -23,7 +23,7 @@ import pytest
 from experiments.configs import get_config
 from experiments.tasks import build_task
 from hgfn_jax.gflownet.train import ConfigMismatchError, compiled, train_and_evaluate
-from hgfn_jax.rundir.metrics_log import MetricsLog
+from hgfn_jax.rundir.metrics_log import MetricsLog, RunHostStats
 
 TOTAL = 30
 
@@ -171,6 +171,38 @@ def test_resume_with_another_config_is_refused_naming_the_fields(task, stopped_a
     assert int(out["state"].step) == 25
     assert '"num_iterations": 25' in (run / "config.json").read_text()
 
+
+
+def test_a_reused_resettable_counter_gives_a_fresh_runs_columns():
+    """A counter with ``reset`` (the battery tasks' energy bridge) starts every run from zero: a failure reason
+    seen only by an earlier run in the same process is no column until it occurs again (a fresh process's run
+    and a reused task's run write the same metrics.csv)."""
+    counts = {"host_calls": 7.0, "failed/too_dense": 3.0}  # left by an earlier run
+
+    def fn():
+        return dict(counts)
+
+    def reset():
+        counts.clear()
+        counts["host_calls"] = 0.0
+
+    fn.reset = reset
+    stats = RunHostStats(fn, {})
+    assert stats() == {"host_calls": 0.0}
+    counts["host_calls"] += 2
+    assert stats() == {"host_calls": 2.0}
+    counts["failed/too_dense"] = 1.0
+    assert stats() == {"failed/too_dense": 1.0, "host_calls": 2.0}
+    # resumed from a row: the logged counts continue
+    assert RunHostStats(fn, {"host/host_calls": 5.0})() == {"host_calls": 5.0}
+    # a counter that cannot be reset: what an earlier run left shows only once it changes
+    left = collections.Counter({"host_calls": 4, "failed/corner": 2})
+    stats = RunHostStats(lambda: dict(left), {})
+    assert stats() == {}
+    left["host_calls"] += 1
+    assert stats() == {"host_calls": 1.0}
+    left["failed/corner"] += 3
+    assert stats() == {"failed/corner": 3.0, "host_calls": 1.0}
 
 def test_metrics_columns_of_keys_that_appear_late(tmp_path):
     log = MetricsLog(tmp_path, 0)

@@ -54,18 +54,22 @@ per parameter a, b, c, alpha, beta, gamma), ``[G+12:G+22]`` fractional-coordinat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from hgfn_jax.crystal import constraints as cons
 from hgfn_jax.crystal.elements import atomic_numbers
-from hgfn_jax.crystal.orbit import DEFAULT_TOL, expand_orbits_full
+from hgfn_jax.crystal.orbit import expand_orbits_full
 from hgfn_jax.crystal.types import Crystal
 from hgfn_jax.envs.hierarchical import parameters as hp
 from hgfn_jax.envs.hierarchical.backward import HierarchicalBackward
+from hgfn_jax.envs.hierarchical.config import (  # noqa: F401 (re-exported)
+    ALKALI,
+    BATTERY_ELEMENTS,
+    HierarchicalConfig,
+    smallest_orbits,
+)
 from hgfn_jax.envs.hierarchical.types import HierarchicalAction, HierarchicalState
 from hgfn_jax.gflownet import distributions as gd
 from hgfn_jax.gflownet.env import (
@@ -76,33 +80,7 @@ from hgfn_jax.gflownet.env import (
     tree_where,
 )
 
-BATTERY_ELEMENTS = ("Li", "Na", "K", "Be", "B", "C", "N", "O", "Si", "P", "S", "Cl")  # paper 000, sec. 5
-ALKALI = ("Li", "Na", "K")
 IS_LENGTH = np.array([True, True, True, False, False, False])
-
-
-def smallest_orbits(groups) -> np.ndarray:
-    """``[len(groups)] int``: the smallest Wyckoff multiplicity (sites of the conventional cell) of each group."""
-    from hgfn_jax.crystal.spacegroup import host_tables
-
-    host = host_tables()
-    return np.array([int(host["wyckoff_mult"][g][host["wyckoff_mask"][g]].min()) for g in np.asarray(groups, int)])
-
-
-@dataclass(frozen=True)
-class HierarchicalConfig:
-    num_steps: int = 3  # T: reference atoms = hierarchical steps (3 CHGFlowNet, 2 SHAFT)
-    spacegroups: tuple[int, ...] = tuple(range(1, 231))  # allowed groups
-    elements: tuple[str, ...] = BATTERY_ELEMENTS  # element set (symbols)
-    required_elements: tuple[str, ...] = ALKALI  # at least one of these in every terminal structure
-    max_required_kinds: int = 1  # at most this many distinct required elements
-    max_distinct_elements: int = 4
-    n_max: int = 96  # padded cell size; larger cells are flagged (crystal.overflow)
-    length_range: tuple[float, float] = (2.0, 10.0)  # Angstrom
-    angle_range: tuple[float, float] = (60.0, 120.0)  # degrees
-    init_lattice: tuple[float, ...] = (4.0, 4.0, 4.0, 90.0, 90.0, 90.0)
-    learn_backward_group: bool = False
-    orbit_tol: float = DEFAULT_TOL  # orbit merge, periodic fractional L1 (crystal.orbit: never fuses sites)
 
 
 class _CrystalTransitions:
@@ -355,11 +333,39 @@ class HierarchicalEnv(HierarchicalBackward, _CrystalTransitions, Environment):
     def sample_action(
         self, key, fwd_out, state: HierarchicalState, explore: Exploration
     ) -> HierarchicalAction:
+        """Phase 0: the group, with zero placeholders for the atom-lattice fields (``step`` ignores them). Phase
+        1: the atom-lattice choice, the group field being the state's group (not sampled)."""
+        return self._sample_parts(key, fwd_out, state, explore, True, True)
+
+    def _sample_parts(self, key, fwd_out, state, explore, group_part: bool, atom_part: bool):
+        """:meth:`sample_action` drawing only the parts asked for (static flags); a part not drawn is what
+        :meth:`sample_action` returns for a state that does not need it, so with the part a state needs drawn
+        the result equals :meth:`sample_action`'s."""
         k_g, k_al = jax.random.split(key)
-        g = sample_masked_categorical(k_g, self.split_fwd(fwd_out)[0], self.group_mask(), explore)
-        u, frac, el = self.sample_atom_lattice(k_al, fwd_out, state, explore)
-        g = jnp.where(state.phase == 0, g, jnp.maximum(state.group_index, 0))
+        current = jnp.maximum(state.group_index, 0)
+        g = current
+        if group_part:
+            g_new = sample_masked_categorical(k_g, self.split_fwd(fwd_out)[0], self.group_mask(), explore)
+            g = jnp.where(state.phase == 0, g_new, current)
+        u, frac, el = jnp.zeros((6,), jnp.float32), jnp.zeros((3,), jnp.float32), jnp.asarray(0, jnp.int32)
+        if atom_part:
+            u_s, frac_s, el_s = self.sample_atom_lattice(k_al, fwd_out, state, explore)
+            phase1 = state.phase == 1
+            u, frac, el = jnp.where(phase1, u_s, u), jnp.where(phase1, frac_s, frac), jnp.where(phase1, el_s, el)
         return HierarchicalAction(group_index=g, lattice_u=u, frac=frac, element_index=el)
+
+    def sample_action_batch(self, keys, fwd_out, states: HierarchicalState, explore: Exploration):
+        """Batched :meth:`sample_action` that draws only what the batch needs: the group on group transitions,
+        the atom-lattice choice on placements (a rollout's trajectories move in lockstep, so every state of a batch
+        from s0 is in the same phase). Same values as the vmapped :meth:`sample_action`; a batch with both phases
+        draws both (under an outer vmap both branches run and select)."""
+        part = lambda g, a: jax.vmap(lambda k, f, s: self._sample_parts(k, f, s, explore, g, a))(
+            keys, fwd_out, states)
+        return jax.lax.cond(
+            jnp.all(states.phase == 0),
+            lambda: part(True, False),
+            lambda: jax.lax.cond(jnp.all(states.phase == 1), lambda: part(False, True), lambda: part(True, True)),
+        )
 
     def log_pf(self, fwd_out, state: HierarchicalState, action: HierarchicalAction) -> jnp.ndarray:
         lp_g = masked_log_softmax(self.split_fwd(fwd_out)[0], self.group_mask())[action.group_index]
