@@ -114,6 +114,17 @@ def main(quick: bool = False):
                     energy_model="excluded",
                 )
             )
+    # SHAFT's setting (T = 2, MEGNet policy) at the batches issue 17 names
+    env = HierarchicalEnv(HierarchicalConfig(num_steps=2, n_max=cfg.n_max))
+    policy = make_hierarchical_policy(env, encoder="megnet", hidden=64)
+    params = policy.init(jax.random.PRNGKey(0), init_states(env, 2))
+    for batch in [32] if quick else [32, 128]:
+        fn = jax.jit(lambda k, b=batch: rollout(k, env, policy.apply, params, b, explore).final)
+        compile_s, sec = time_jax(fn, jax.random.PRNGKey(1), min_time=0.5 if quick else 2.0,
+                                  max_reps=20 if quick else 100)
+        records.append(record("hierarchical_rollout", batch, sec, compile_s, unit="trajectories",
+                              states_per_s=batch * env.max_steps / sec, policy="megnet hidden 64", encoder="megnet",
+                              num_steps=2, transitions=env.max_steps, n_max=cfg.n_max, energy_model="excluded"))
     rng = np.random.default_rng(0)
     n_traj = 5 if quick else 20
     t0 = time.perf_counter()

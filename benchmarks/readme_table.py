@@ -96,6 +96,8 @@ ROWS = (
         Cell("hierarchical", ("hierarchical_rollout",), (256,), {"policy": ("megnet hidden 64", "deepsets hidden 64")}),
         "full-cell GCN: {}",
         Cell("hierarchical", ("hierarchical_rollout",), (16,), {"policy": "gcn_full hidden 64"})),
+    Row("hierarchical sampler, T = 2 (SHAFT), MEGNet policy",
+        Cell("hierarchical", ("hierarchical_rollout",), (32, 128), {"policy": "megnet hidden 64", "num_steps": 2})),
     Row("flat sampler, T = 3, GCN / MEGNet policy",
         Cell("hierarchical", ("flat_rollout",), (256,), {"policy": ("gcn hidden 64", "megnet hidden 64")})),
     Row("PGCGM generator + orbit expansion (Algorithm 1), untrained weights: default-preset width 0.25 / paper "
